@@ -1,0 +1,18 @@
+# dgmn_mm: `make demo` and `make test` set everything up (idempotent) and run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean
+
+setup:
+	VENV=$(abspath $(VENV)) bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf work_dirs build/mmcv .pytest_cache

@@ -1,0 +1,3 @@
+from .dgmn2 import DGMN2
+
+__all__ = ['DGMN2']

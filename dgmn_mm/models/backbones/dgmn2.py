@@ -1,0 +1,557 @@
+"""DGMN2: the dynamic graph message passing Transformer backbone.
+
+"Dynamic Graph Message Passing Networks for Visual Recognition", L. Zhang, M. Chen, A. Arnab, X. Xue and
+P. H. S. Torr, TPAMI 2022 (Sec. 4). A four-stage pyramid (strides 4/8/16/32) whose attention does not look
+at all N tokens: every query samples K = 9 nodes around itself along predicted random walks (Eq. 4), takes
+the keys and values of those nodes with a bilinear sampler (Eq. 8) and passes messages with a softmax over
+the K nodes plus a relative position term (Eq. 9). Time and memory are linear in N.
+
+The module tree is ``stages[i].patch_embed`` then ``stages[i].blocks[j].{norm1, attn, norm2, ffn}``;
+:func:`convert_official_state_dict` maps the official checkpoints (``github:fudan-zvg/DGMN2``) onto it one
+key to one key. The computation follows the official code exactly (see ``shared/specs/DGMN2.md`` sec. 2-7),
+including the transposed-height quirk of its relative position encoding, which the released weights were
+trained with (``relpos_mode='official'``, the default; ``'corrected'`` is the bug-free variant).
+"""
+import re
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ...registry import MODELS
+from ..layers.node_sampling import sample_nodes
+
+NUM_SAMPLES = 9  # K, the number of sampled nodes per query (a 3 x 3 walk neighbourhood)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Relative position encoding (Fig. 4b)
+# --------------------------------------------------------------------------------------------------------
+def resize_rel_table(table: Tensor, length: int) -> Tensor:
+    """Resize a (L, d) relative-position table to (length, d), as the official detection/segmentation code:
+    ``F.interpolate(t[None, None], size=(length, d), mode='bilinear')`` (linear along L, identity along d)."""
+    if table.shape[0] == length:
+        return table
+    return F.interpolate(table[None, None], size=(length, table.shape[1]), mode='bilinear',
+                         align_corners=False)[0, 0]
+
+
+def slot_rows(table: Tensor, size: int, num_slots: int = NUM_SAMPLES) -> Tensor:
+    """Rows of a relative table used at each absolute coordinate: ``out[a, j] = table[size - 1 - a + j]``.
+
+    This is the closed form of the official "rel_to_abs" trick (pad, flatten, reshape, slice) for node slot
+    j = 0..K-1; only these K rows per coordinate are ever used, so the other L - K products are skipped.
+
+    Returns:
+        Tensor: (size, num_slots, d).
+    """
+    a = torch.arange(size, device=table.device)
+    j = torch.arange(num_slots, device=table.device)
+    return table[(size - 1 - a)[:, None] + j[None, :]]
+
+
+class RelPosEmb(nn.Module):
+    """Relative position term r of Eq. 9 (Fig. 4b): one table per direction, indexed by the node slot.
+
+    For the query q at (y, x) and node slot j (spec sec. 5)::
+
+        r[y, x, j] = q[y, x] . W'[W - 1 - x + j] + q[x, y] . H'[H - 1 - x + j]      (mode 'official', H = W)
+        r[y, x, j] = q[y, x] . W'[W - 1 - x + j] + q[y, x] . H'[H - 1 - y + j]      (mode 'corrected')
+
+    where W' (H') is ``rel_width`` (``rel_height``) linearly resized to W + K - 1 (H + K - 1) rows. In the
+    official code the height term is computed on the transposed query map and added without transposing
+    back; for H != W it is bilinearly *resized* from (W, H) to (H, W) instead. 'official' reproduces that
+    exactly (the released weights were trained with it); 'corrected' uses the query's own row.
+
+    Args:
+        feat_size (tuple[int, int]): (S_h, S_w) the tables were made for (the stage's map at 224 x 224).
+        head_dims (int): d.
+        mode (str): 'official' or 'corrected'.
+    """
+
+    def __init__(self, feat_size: Tuple[int, int], head_dims: int, mode: str = 'official',
+                 num_samples: int = NUM_SAMPLES):
+        super().__init__()
+        if mode not in ('official', 'corrected'):
+            raise ValueError(f"relpos mode must be 'official' or 'corrected', got {mode!r}")
+        self.mode = mode
+        self.num_samples = num_samples
+        scale = head_dims ** -0.5
+        self.rel_height = nn.Parameter(torch.randn(feat_size[0] + num_samples - 1, head_dims) * scale)
+        self.rel_width = nn.Parameter(torch.randn(feat_size[1] + num_samples - 1, head_dims) * scale)
+
+    def forward(self, q: Tensor) -> Tensor:
+        """q: (B, h, H, W, d) -> r: (B, h, H, W, K)."""
+        B, nh, H, W, d = q.shape
+        K = self.num_samples
+        rows_w = slot_rows(resize_rel_table(self.rel_width, W + K - 1), W, K)  # (W, K, d)
+        rows_h = slot_rows(resize_rel_table(self.rel_height, H + K - 1), H, K)  # (H, K, d)
+        r_w = torch.einsum('bnyxd,xkd->bnyxk', q, rows_w)
+        r_h = torch.einsum('bnyxd,ykd->bnyxk', q, rows_h)  # the official T[x, y], stored at [y, x]
+        if self.mode == 'official':
+            r_h = r_h.transpose(2, 3)  # (B, h, W, H, K): added as if it were (H, W)
+            if H != W:
+                r_h = F.interpolate(r_h.reshape(B * nh, W, H, K).permute(0, 3, 1, 2), size=(H, W),
+                                    mode='bilinear', align_corners=False)
+                r_h = r_h.permute(0, 2, 3, 1).reshape(B, nh, H, W, K)
+        return r_w + r_h
+
+
+# --------------------------------------------------------------------------------------------------------
+# DGMN2 attention (Fig. 4a, Eqs. 4, 8, 9)
+# --------------------------------------------------------------------------------------------------------
+class DGMN2Attention(nn.Module):
+    """Dynamic graph message passing as attention over K sampled nodes.
+
+    Per head (d = C / h channels), for the query node i at (y, x):
+
+    - Eq. 4, random walks: ``Delta d_i = W_walk h_i + b`` (a Linear(d, 2K) shared by all heads, applied to
+      the normed input, *not* to q), giving K walks (dy_k, dx_k) around the 3 x 3 neighbourhood of i;
+    - Eq. 8, bilinear sampler rho: keys k_j and values v_j of the K nodes at ``p_k = (y-1+a+dy_k,
+      x-1+b+dx_k)``, zeros outside the map;
+    - Eq. 9, messages: ``m_i = sum_j softmax_j(q_i . k_j / sqrt(d) + r_ij) v_j``, then ``proj``.
+
+    Args:
+        embed_dims (int): C.
+        num_heads (int): h.
+        feat_size (tuple[int, int]): map size of the stage at the pre-training resolution (RelPos tables).
+        qkv_bias (bool): bias of qkv and of the walk predictor. Defaults to True.
+        attn_drop (float): dropout on the K attention weights. Defaults to 0.
+        proj_drop (float): dropout after ``proj``. Defaults to 0.
+        relpos_mode (str): see :class:`RelPosEmb`. Defaults to 'official'.
+        attn_impl (str): 'reference' (straightforward: sample k and v separately, then contract).
+    """
+    impls = ('reference', )
+
+    def __init__(self, embed_dims: int, num_heads: int, feat_size: Tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., relpos_mode: str = 'official',
+                 attn_impl: str = 'reference'):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+        if attn_impl not in self.impls:
+            raise ValueError(f'attn_impl must be one of {self.impls}, got {attn_impl!r}')
+        self.embed_dims, self.num_heads = embed_dims, num_heads
+        self.head_dims = embed_dims // num_heads
+        self.num_samples = NUM_SAMPLES
+        self.scale = self.head_dims ** -0.5
+        self.attn_impl = attn_impl
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.walk = nn.Linear(self.head_dims, 2 * self.num_samples, bias=qkv_bias)  # official: conv_offset
+        self.rel_pos = RelPosEmb(feat_size, self.head_dims, relpos_mode)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def predict_walk(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """Eq. 4. x: (B, N, C) normed tokens -> walks (B * h, H, W, K, 2), last dim (dy, dx) in pixels."""
+        B, N, _ = x.shape
+        H, W = hw_shape
+        walk = self.walk(x.reshape(B, N, self.num_heads, self.head_dims))  # (B, N, h, 2K)
+        walk = walk.view(B, H, W, self.num_heads, self.num_samples, 2)
+        return walk.permute(0, 3, 1, 2, 4, 5).reshape(B * self.num_heads, H, W, self.num_samples, 2)
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """x: (B, N, C) with N = H * W (row-major) -> (B, N, C)."""
+        B, N, C = x.shape
+        H, W = hw_shape
+        nh, d, K = self.num_heads, self.head_dims, self.num_samples
+        q, k, v = self.qkv(x).reshape(B, N, 3, nh, d).permute(2, 0, 3, 1, 4)  # each (B, h, N, d)
+        walk = self.predict_walk(x, hw_shape)
+        # Eq. 8: keys and values of the K sampled nodes (same locations for both)
+        k_s = sample_nodes(k.transpose(2, 3).reshape(B * nh, d, H, W), walk).view(B * nh, d, N, K)
+        v_s = sample_nodes(v.transpose(2, 3).reshape(B * nh, d, H, W), walk).view(B * nh, d, N, K)
+        # Eq. 9: softmax over the K nodes of q.k / sqrt(d) + r, then the weighted sum of the values
+        q = q.reshape(B * nh, N, d)
+        attn = torch.einsum('bnd,bdnk->bnk', q, k_s) * self.scale
+        attn = attn + self.rel_pos(q.reshape(B, nh, H, W, d)).reshape(B * nh, N, K)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        out = torch.einsum('bnk,bdnk->bnd', attn, v_s)
+        out = out.view(B, nh, N, d).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(out))
+
+
+class FFN(nn.Module):
+    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv)."""
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DGMN2Block(nn.Module):
+    """A DGMN2 layer (pre-norm): ``x += DropPath(attn(LN(x)))``; ``x += DropPath(ffn(LN(x)))``."""
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, feat_size: Tuple[int, int],
+                 qkv_bias: bool = True, drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
+                 relpos_mode: str = 'official', attn_impl: str = 'reference', with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = DGMN2Attention(embed_dims, num_heads, feat_size, qkv_bias, attn_drop, drop,
+                                   relpos_mode, attn_impl)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.ffn = FFN(embed_dims, int(embed_dims * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def _forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        return x + self.drop_path(self.ffn(self.norm2(x)))
+
+    def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
+        return self._forward(x, hw_shape)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Patch embeddings and stages
+# --------------------------------------------------------------------------------------------------------
+class ConvStem(nn.Module):
+    """Stage-1 patch embedding: three 3x3 Conv-Norm-ReLU with strides 2, 1, 2 (total stride 4)."""
+
+    def __init__(self, in_channels: int, embed_dims: int, norm_cfg: dict, act_cfg: dict):
+        super().__init__()
+        mid = embed_dims // 2
+        for i, (cin, cout, s) in enumerate(((in_channels, mid, 2), (mid, mid, 1), (mid, embed_dims, 2)), 1):
+            self.add_module(f'conv{i}', nn.Conv2d(cin, cout, 3, s, 1, bias=False))
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, cout)[1])
+        self.act = build_activation_layer(act_cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.norm1(self.conv1(x)))
+        x = self.act(self.norm2(self.conv2(x)))
+        return self.act(self.norm3(self.conv3(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Stage 2-4 patch embedding: one 3x3 Conv-Norm-ReLU (stride 2, or 1 in the SETR mode)."""
+
+    def __init__(self, in_channels: int, embed_dims: int, stride: int, norm_cfg: dict, act_cfg: dict):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, embed_dims, 3, stride, 1, bias=False)
+        self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.act = build_activation_layer(act_cfg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.norm(self.conv(x)))
+
+
+class DGMN2Stage(nn.Module):
+    """A patch embedding followed by ``depth`` DGMN2 layers; maps (B, C_in, H, W) -> (B, C, H', W')."""
+
+    def __init__(self, patch_embed: nn.Module, blocks: Sequence[DGMN2Block]):
+        super().__init__()
+        self.patch_embed = patch_embed
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x)
+        B, C, H, W = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        for blk in self.blocks:
+            x = blk(x, (H, W))
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The backbone
+# --------------------------------------------------------------------------------------------------------
+@MODELS.register_module()
+class DGMN2(BaseModule):
+    """DGMN2 backbone (TPAMI 2022), for mmpretrain, mmdet and mmseg.
+
+    A pyramid of four stages with output strides 4, 8, 16, 32 (channels 64, 128, 320, 512); in the SETR
+    mode (``strides=(4, 2, 1, 1)``) stages 3 and 4 stay at stride 8. No final norm: stage maps are
+    returned as they leave their last block.
+
+    Args:
+        arch (str | dict): 'tiny', 'small', 'medium', 'large' (or 't', 's', 'm', 'l'), or a dict with keys
+            ``depths``, ``embed_dims``, ``num_heads``, ``mlp_ratios``. Defaults to 'tiny'.
+        in_channels (int): input channels. Defaults to 3.
+        strides (Sequence[int]): stride of each stage's patch embedding; the stem's must be 4, the others
+            1 or 2. Defaults to (4, 2, 2, 2); ``(4, 2, 1, 1)`` is the stride-8 mode of the SETR heads.
+        out_indices (Sequence[int] | int): stages whose maps are returned (negative indices count from the
+            end). Defaults to (0, 1, 2, 3).
+        qkv_bias (bool): bias in qkv and in the walk predictor. Defaults to True.
+        drop_rate (float): dropout after the attention projection and in the FFN. Defaults to 0.
+        attn_drop_rate (float): dropout on the attention weights. Defaults to 0.
+        drop_path_rate (float): stochastic depth, linear from 0 over all blocks. Defaults to 0.
+        norm_cfg (dict): norm of the patch embeddings. Defaults to ``dict(type='BN')``.
+        act_cfg (dict): activation of the patch embeddings. Defaults to ``dict(type='ReLU')``.
+        relpos_mode (str): 'official' (default) or 'corrected', see :class:`RelPosEmb`.
+        attn_impl (str): attention implementation, see :class:`DGMN2Attention`. Defaults to 'reference'.
+        pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
+        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics).
+            Defaults to 0 (nothing frozen).
+        norm_eval (bool): keep every BN in eval mode during training. Defaults to False.
+        with_cp (bool): gradient checkpointing of each block. Defaults to False.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=...)`` loads an
+            official DGMN2 checkpoint or one converted by ``tools/model_converters/dgmn2_official_to_mm.py``
+            (a full classifier; the backbone part is taken); keys that do not match raise an error.
+
+    Shapes:
+        input (B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) with
+        ``H_1 = ceil(H / 4)``-style conv arithmetic (``h -> (h - 1) // 2 + 1`` per stride-2 conv).
+    """
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(depths=(2, 2, 2, 2))),
+        **dict.fromkeys(['s', 'small'], dict(depths=(3, 4, 6, 3))),
+        **dict.fromkeys(['m', 'medium'], dict(depths=(3, 4, 18, 3))),
+        **dict.fromkeys(['l', 'large'], dict(depths=(3, 8, 27, 3))),
+    }
+    default_widths = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
+    num_stages = 4
+
+    def __init__(self,
+                 arch='tiny',
+                 in_channels: int = 3,
+                 strides: Sequence[int] = (4, 2, 2, 2),
+                 out_indices=(0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.,
+                 attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU', inplace=True),
+                 relpos_mode: str = 'official',
+                 attn_impl: str = 'reference',
+                 pretrain_img_size: int = 224,
+                 frozen_stages: int = 0,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        depths = self.arch_settings['depths']
+        embed_dims = self.arch_settings['embed_dims']
+        num_heads = self.arch_settings['num_heads']
+        mlp_ratios = self.arch_settings['mlp_ratios']
+        strides = tuple(strides)
+        if len(strides) != self.num_stages or strides[0] != 4 or any(s not in (1, 2) for s in strides[1:]):
+            raise ValueError(f'strides must be (4, s2, s3, s4) with s_i in {{1, 2}}, got {strides}')
+        self.strides = strides
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        out_indices = tuple(i % self.num_stages if -self.num_stages <= i < self.num_stages else i
+                            for i in out_indices)
+        if not out_indices or any(not 0 <= i < self.num_stages for i in out_indices):
+            raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.embed_dims = embed_dims
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        cur, prev = 0, in_channels
+        for i in range(self.num_stages):
+            if i == 0:
+                patch_embed = ConvStem(in_channels, embed_dims[0], norm_cfg, act_cfg)
+            else:
+                patch_embed = PatchEmbed(prev, embed_dims[i], strides[i], norm_cfg, act_cfg)
+            # the RelPos tables are sized for the stage's map at the pre-training resolution, stride 2^(i+2)
+            fs = pretrain_img_size // (4 * 2 ** i)
+            blocks = [
+                DGMN2Block(embed_dims[i], num_heads[i], mlp_ratios[i], (fs, fs), qkv_bias, drop_rate,
+                           attn_drop_rate, dpr[cur + j], relpos_mode, attn_impl, with_cp)
+                for j in range(depths[i])
+            ]
+            self.stages.append(DGMN2Stage(patch_embed, blocks))
+            cur += depths[i]
+            prev = embed_dims[i]
+        self.num_features = [embed_dims[i] for i in self.out_indices]
+        self.apply(_init_weights)
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'unknown DGMN2 arch {arch!r}; choose from {sorted(set(cls.arch_zoo))} '
+                                 'or pass a dict')
+            return {**cls.default_widths, **cls.arch_zoo[key]}
+        if isinstance(arch, dict):
+            keys = {'depths', 'embed_dims', 'num_heads', 'mlp_ratios'}
+            missing = keys - set(arch)
+            if missing:
+                raise ValueError(f'arch dict is missing {sorted(missing)}')
+            if any(len(arch[k]) != cls.num_stages for k in keys):
+                raise ValueError(f'every entry of the arch dict must have {cls.num_stages} values')
+            return {k: tuple(arch[k]) for k in keys}
+        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    # --- training-mode helpers -------------------------------------------------------------------------
+    def _freeze_stages(self):
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for p in stage.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # --- weights ---------------------------------------------------------------------------------------
+    def init_weights(self):
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official or converted checkpoints);
+        any other ``init_cfg`` is handled by mmengine."""
+        if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
+            return super().init_weights()
+        ckpt_path = self.init_cfg.get('checkpoint')
+        if ckpt_path is None:
+            raise ValueError("init_cfg of type 'Pretrained' needs a 'checkpoint'")
+        ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
+        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'))
+        load_backbone_state_dict(self, state_dict, source=ckpt_path)
+        MMLogger.get_current_instance().info(f'DGMN2: loaded {len(state_dict)} tensors from {ckpt_path}')
+        self._is_init = True
+
+
+def _init_weights(m: nn.Module):
+    """Spec sec. 7: every Linear trunc_normal(std=.02, bounds +-2) with zero bias; LayerNorm 1/0; convs,
+    BN and the RelPos tables keep their construction-time init (the tables ``randn * d^-0.5``)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Official checkpoints
+# --------------------------------------------------------------------------------------------------------
+_OFFICIAL_RULES = (  # (official pattern, ours); applied in order, each key gets exactly one prefix rule
+    (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.patch_embed.'),
+    (r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.'),
+    (r'\.attn\.conv_offset\.', '.attn.walk.'),
+    (r'\.attn\.pos_emb\.', '.attn.rel_pos.'),
+    (r'\.mlp\.', '.ffn.'),
+)
+_MM_RULES = (
+    (r'^stages\.(\d)\.patch_embed\.', lambda m: f'patch_embed{int(m[1]) + 1}.'),
+    (r'^stages\.(\d)\.blocks\.(\d+)\.', lambda m: f'block{int(m[1]) + 1}.{m[2]}.'),
+    (r'\.attn\.walk\.', '.attn.conv_offset.'),
+    (r'\.attn\.rel_pos\.', '.attn.pos_emb.'),
+    (r'\.ffn\.', '.mlp.'),
+)
+
+
+def _rename(key: str, rules) -> Optional[str]:
+    new, hits = key, 0
+    for pattern, repl in rules[:2]:
+        new, n = re.subn(pattern, repl, new)
+        hits += n
+    if hits != 1:
+        return None
+    for pattern, repl in rules[2:]:
+        new = re.sub(pattern, repl, new)
+    return new
+
+
+def is_official_state_dict(state_dict: Dict[str, Tensor]) -> bool:
+    return any(k.startswith(('patch_embed1.', 'block1.')) for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official DGMN2 (timm-style) keys -> ours: ``backbone.*`` for the backbone and ``head.fc.*`` for the
+    classifier (the layout of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``). Every official
+    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it."""
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            out['head.fc.' + key[len('head.'):]] = value
+            continue
+        new = _rename(key, _OFFICIAL_RULES)
+        if new is None:
+            unknown.append(key)
+        else:
+            out['backbone.' + new] = value
+    if unknown:
+        raise KeyError(f'{len(unknown)} keys are not DGMN2 keys (is this an official DGMN2 checkpoint?): '
+                       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+    return out
+
+
+def convert_to_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Inverse of :func:`convert_official_state_dict` (ours -> official keys)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith('head.fc.'):
+            out['head.' + key[len('head.fc.'):]] = value
+        elif key.startswith('backbone.') and _rename(key[len('backbone.'):], _MM_RULES) is not None:
+            out[_rename(key[len('backbone.'):], _MM_RULES)] = value
+        else:
+            raise KeyError(f'{key!r} is not a key of a DGMN2 classifier')
+    return out
+
+
+def unwrap_checkpoint(ckpt) -> Dict[str, Tensor]:
+    """A bare state dict, or one wrapped in ``state_dict`` (mmengine) or ``model`` (DeiT-style trainers)."""
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'a checkpoint must be a dict, got {type(ckpt)}')
+    for key in ('state_dict', 'model'):
+        if key in ckpt and isinstance(ckpt[key], dict):
+            return ckpt[key]
+    return ckpt
+
+
+def checkpoint_filter_fn(ckpt, model: Optional[DGMN2] = None, prefix: Optional[str] = None):
+    """Backbone-only state dict (our keys) from any DGMN2 checkpoint: official, converted classifier,
+    or a detector/segmentor (``prefix='backbone.'`` is the default when such keys are present). RelPos
+    tables made for another pre-training size are resized to the model's."""
+    state_dict = unwrap_checkpoint(ckpt)
+    if is_official_state_dict(state_dict):
+        state_dict = convert_official_state_dict(state_dict)
+    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if model is not None:
+        own = model.state_dict()
+        for k, v in state_dict.items():
+            if k.endswith(('rel_pos.rel_height', 'rel_pos.rel_width')) and k in own \
+                    and own[k].shape[0] != v.shape[0]:
+                state_dict[k] = resize_rel_table(v.float(), own[k].shape[0]).to(v.dtype)
+    return state_dict
+
+
+def load_backbone_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str = 'checkpoint'):
+    """``load_state_dict`` that fails loudly: any missing or unexpected key raises with their names."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise KeyError(f'{source} does not fit {type(model).__name__}: {len(missing)} missing keys '
+                       f'{missing[:8]}{" ..." if len(missing) > 8 else ""}, {len(unexpected)} unexpected keys '
+                       f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""}')

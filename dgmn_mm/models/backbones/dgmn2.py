@@ -484,10 +484,11 @@ def is_official_state_dict(state_dict: Dict[str, Tensor]) -> bool:
     return any(k.startswith(('patch_embed1.', 'block1.')) for k in state_dict)
 
 
-def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+def convert_official_state_dict(state_dict: Dict[str, Tensor], strict: bool = True) -> Dict[str, Tensor]:
     """Official DGMN2 (timm-style) keys -> ours: ``backbone.*`` for the backbone and ``head.fc.*`` for the
     classifier (the layout of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``). Every official
-    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it."""
+    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it (``strict=False``
+    keeps unknown keys unchanged instead, for the caller to report)."""
     out, unknown = {}, []
     for key, value in state_dict.items():
         if key.startswith('head.'):
@@ -496,9 +497,11 @@ def convert_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tens
         new = _rename(key, _OFFICIAL_RULES)
         if new is None:
             unknown.append(key)
+            if not strict:
+                out[key] = value
         else:
             out['backbone.' + new] = value
-    if unknown:
+    if unknown and strict:
         raise KeyError(f'{len(unknown)} keys are not DGMN2 keys (is this an official DGMN2 checkpoint?): '
                        f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
     return out

@@ -297,3 +297,20 @@ def test_builds_from_every_scope(scope):
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(dict(type='DGMN2', arch='tiny', out_indices=(1, 3)))
     assert isinstance(model, DGMN2) and model.out_indices == (1, 3)
+
+
+def test_drop_path_schedule_hook_switches_stochastic_depth_on_at_start_epoch():
+    from types import SimpleNamespace
+    from mmengine.registry import HOOKS
+    model = DGMN2(TINY_ARCH, drop_path_rate=0.3)
+    hook = HOOKS.build(dict(type='DropPathScheduleHook', start_epoch=2))
+    rates = lambda: [b.drop_path.drop_prob for s in model.stages for b in s.blocks[:] if hasattr(b.drop_path, 'drop_prob')]  # noqa
+    configured = rates()
+    assert len(configured) == 3 and max(configured) == pytest.approx(0.3)
+    for epoch, expected in [(0, [0.] * 3), (1, [0.] * 3), (2, configured), (5, configured)]:
+        hook.before_train_epoch(SimpleNamespace(model=model, epoch=epoch))
+        assert rates() == expected
+    resumed = HOOKS.build(dict(type='DropPathScheduleHook', start_epoch=2))  # a run resumed at epoch 3
+    model2 = DGMN2(TINY_ARCH, drop_path_rate=0.3)
+    resumed.before_train_epoch(SimpleNamespace(model=model2, epoch=3))
+    assert [b.drop_path.drop_prob for s in model2.stages for b in s.blocks if hasattr(b.drop_path, 'drop_prob')] == configured

@@ -1,0 +1,22 @@
+"""Fixes for running the pinned OpenMMLab stack (mmengine 0.10.7, torch >= 2.6), and the tools' helpers.
+
+- :mod:`.safe_load`: importing this package adds exactly the types mmengine's Runner writes into
+  checkpoints to torch's ``weights_only`` allow-list, so ``--resume``/``load_from``/``tools/test.py`` work
+  while ``torch.load(weights_only=True)`` keeps refusing anything else.
+- :mod:`.dist`: distributed runs without CUDA (gloo process group, :class:`DeviceAgnosticDDP` registered
+  into ``MODEL_WRAPPERS``, SyncBN -> BN), unchanged nccl/SyncBN behaviour on GPUs.
+- :mod:`.drop_path_hook`: the official ImageNet recipe's delayed stochastic depth.
+- :mod:`.launch`: choosing mmpretrain/mmdet/mmseg from a config for ``tools/train.py``/``tools/test.py``.
+"""
+from .dist import DeviceAgnosticDDP, convert_syncbn_cfg, default_backend, init_process_group, setup_distributed
+from .drop_path_hook import DropPathScheduleHook
+from .launch import detect_codebase, init_codebase
+from .safe_load import register_safe_globals, safe_globals, unsafe_globals_in_checkpoint
+
+register_safe_globals()
+
+__all__ = [
+    'DeviceAgnosticDDP', 'DropPathScheduleHook', 'convert_syncbn_cfg', 'default_backend', 'init_process_group', 'setup_distributed',
+    'detect_codebase', 'init_codebase', 'register_safe_globals', 'safe_globals',
+    'unsafe_globals_in_checkpoint'
+]

@@ -1,1 +1,3 @@
+from .dgmn_head import DGMNHead
 
+__all__ = ['DGMNHead']

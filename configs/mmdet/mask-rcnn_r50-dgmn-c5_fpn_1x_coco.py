@@ -1,0 +1,12 @@
+# Mask R-CNN R-50-FPN 1x + DGMN (C5): one DGMN module after the 3x3 conv of every res5 bottleneck
+# (paper Tables 3 and 5; the released R-50 1x config), sampling rates (1, 4, 8, 12), G = 4.
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
+custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(plugins=[
+        dict(
+            cfg=dict(type='DGMN', dilations=(1, 4, 8, 12), groups=4),
+            stages=(False, False, False, True),
+            position='after_conv2')
+    ]))

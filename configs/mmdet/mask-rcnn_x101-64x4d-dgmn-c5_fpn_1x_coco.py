@@ -1,0 +1,12 @@
+# Mask R-CNN ResNeXt-101-64x4d-FPN 1x + DGMN (C5) (paper Table 5), sampling rates (1, 4, 8, 12), G = 4.
+# The module works on the grouped-conv width (2048 channels in res5).
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_x101-64x4d_fpn_1x_coco.py']
+custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(plugins=[
+        dict(
+            cfg=dict(type='DGMN', dilations=(1, 4, 8, 12), groups=4),
+            stages=(False, False, False, True),
+            position='after_conv2')
+    ]))

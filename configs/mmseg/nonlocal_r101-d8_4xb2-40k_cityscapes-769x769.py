@@ -1,0 +1,3 @@
+# Comparison row of paper Table 2, "+ Non-local": mmseg's own config, unchanged.
+_base_ = ['mmseg::nonlocal_net/nonlocal_r101-d8_4xb2-40k_cityscapes-769x769.py']
+custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)

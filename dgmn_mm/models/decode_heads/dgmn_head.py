@@ -1,0 +1,65 @@
+"""DGMNHead: a Dilated-FCN head with the DGMN module between its two convs (paper Sec. 5.1, Table 2).
+
+"For our experiments on Cityscapes, our DGMN module is randomly initialised and inserted between the 3x3
+convolution layer and the final classifier" (TPAMI 2022 Sec. 5.1). As mmseg's ``NLHead`` and ``CCHead`` do for
+their context modules, the module sits between ``convs[0]`` (3x3, in_channels -> channels) and ``convs[1]``
+(3x3, channels -> channels) of an :class:`mmseg.models.decode_heads.FCNHead`; with mmseg's FCN settings
+(``concat_input=True``) the head differs from ``FCNHead`` by the DGMN module only, so the "+Params / +FLOPs
+over Dilated FCN" of Table 2 are those of the module (:func:`dgmn_mm.models.layers.dgmn.dgmn_complexity`).
+"""
+from typing import Sequence
+
+import torch
+from mmseg.models.decode_heads.fcn_head import FCNHead
+
+from ...registry import MODELS
+from ..layers.dgmn import DGMN
+
+
+@MODELS.register_module()
+class DGMNHead(FCNHead):
+    """FCN head with a :class:`~dgmn_mm.models.layers.dgmn.DGMN` module on the ``channels``-wide feature.
+
+    Args:
+        dilations (Sequence[int]): sampling rates rho_q. Defaults to (1, 6, 12, 24, 36) (Cityscapes, paper
+            Sec. 5.1).
+        groups (int): G dynamic filter groups. Defaults to 4.
+        dynamic_sampling (bool): DS switch of :class:`DGMN`. Defaults to True.
+        dynamic_weights (bool): DW switch. Defaults to True.
+        dynamic_affinity (bool): DA switch. Defaults to True.
+        release_branch4_bug (bool): see :class:`DGMN`. Defaults to False.
+        **kwargs: :class:`FCNHead` / ``BaseDecodeHead`` arguments (``num_convs`` is fixed to 2).
+    """
+
+    def __init__(self,
+                 dilations: Sequence[int] = (1, 6, 12, 24, 36),
+                 groups: int = 4,
+                 dynamic_sampling: bool = True,
+                 dynamic_weights: bool = True,
+                 dynamic_affinity: bool = True,
+                 release_branch4_bug: bool = False,
+                 **kwargs):
+        kwargs.pop('num_convs', None)
+        super().__init__(num_convs=2, **kwargs)
+        self.dgmn = DGMN(
+            in_channels=self.channels,
+            dilations=dilations,
+            groups=groups,
+            dynamic_sampling=dynamic_sampling,
+            dynamic_weights=dynamic_weights,
+            dynamic_affinity=dynamic_affinity,
+            release_branch4_bug=release_branch4_bug)
+
+    def _forward_feature(self, inputs):
+        """inputs: list of backbone maps -> (B, channels, H, W) feature before ``cls_seg``."""
+        x = self._transform_inputs(inputs)
+        output = self.convs[0](x)
+        output = self.dgmn(output)
+        output = self.convs[1](output)
+        if self.concat_input:
+            output = self.conv_cat(torch.cat([x, output], dim=1))
+        return output
+
+    def forward(self, inputs):
+        """Forward function."""
+        return self.cls_seg(self._forward_feature(inputs))

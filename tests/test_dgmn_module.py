@@ -1,0 +1,444 @@
+"""Tests of the DGMN module (CVPR 2020 / TPAMI 2022 Sec. 3.2-3.5), DGMNHead and their configs."""
+import glob
+import math
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import init_default_scope
+
+from dgmn_mm.models.layers.dgmn import DGMN, dgmn_complexity
+from dgmn_mm.registry import MODELS
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """The test machine's 2 cores are shared: intra-op threads oversubscribe them (measured: a ResNet-50
+    forward at 64x64 takes 3.4 s with 2 threads under load, 0.19 s with 1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# (dynamic_sampling, dynamic_weights, dynamic_affinity, release_branch4_bug)
+VARIANTS = {
+    'base': (False, False, False, False),
+    'da': (False, False, True, False),
+    'da-dw': (False, True, True, False),
+    'da-dw-ds': (True, True, True, False),
+    'dw-ds': (True, True, False, False),
+    'da-ds': (True, False, True, False),
+    'release-bug': (True, True, True, True),
+}
+
+
+def build_dgmn(variant, channels=8, dilations=(1, 2, 3, 5), groups=4, walk_scale=3.0):
+    ds, dw, da, bug = VARIANTS[variant]
+    m = DGMN(channels, dilations=dilations, groups=groups, dynamic_sampling=ds, dynamic_weights=dw,
+             dynamic_affinity=da, release_branch4_bug=bug)
+    with torch.no_grad():  # move every parameter away from its special init value
+        m.beta.uniform_(0.5, 1.5)
+        if not dw:
+            m.static_filters.normal_()
+        if ds:
+            for c in m.walk_convs:  # walks of a few pixels, some leaving the map
+                c.weight.mul_(walk_scale)
+        if m.num_pred_channels:
+            for c in m.filter_affinity_convs:
+                c.weight.mul_(5.0)
+    return m
+
+
+# --------------------------------------------------------------------------------------------------------
+# Plain-loop reference: one receiving node, one tap, one corner at a time
+# --------------------------------------------------------------------------------------------------------
+def _bilinear(feat, py, px):
+    """DCNv1 bilinear read of feat (C, H, W) at (py, px) (0-d tensors), zeros outside; differentiable in p."""
+    C, H, W = feat.shape
+    if not (-1 < float(py) < H and -1 < float(px) < W):
+        return feat.new_zeros(C)
+    y0, x0 = math.floor(float(py)), math.floor(float(px))
+    ly, lx = py - y0, px - x0
+    val = feat.new_zeros(C)
+    for yy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
+        for xx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
+            if 0 <= yy < H and 0 <= xx < W:
+                val = val + wy * wx * feat[:, yy, xx]
+    return val
+
+
+def reference_dgmn(m, x):
+    """Eqs. 3-7 written as loops over images, receiving nodes i, rates q and taps k."""
+    B, C, H, W = x.shape
+    ks, K, G = m.kernel_size, m.num_nodes, m.groups
+    R, c0 = C // G, (ks - 1) // 2
+    rows = []
+    for b in range(B):
+        feat = x[b]
+        out = feat.clone()
+        msgs = [[None] * W for _ in range(H)]
+        for y in range(H):
+            for xc in range(W):
+                total = feat.new_zeros(C)
+                for q, r in enumerate(m.dilations):
+                    # uniformly sampled nodes v_i (integer positions)
+                    taps = [(y + r * (a - c0), xc + r * (bb - c0)) for a in range(ks) for bb in range(ks)]
+                    v = torch.stack([feat[:, ty, tx] if (0 <= ty < H and 0 <= tx < W) else feat.new_zeros(C)
+                                     for ty, tx in taps], dim=1)  # (C, K)
+                    if m.dynamic_sampling:  # Eq. 4
+                        walk = torch.einsum('ock,ck->o', m.walk_convs[q].weight.reshape(2 * K, C, K), v)
+                        nodes = torch.stack([_bilinear(feat, ty + walk[2 * k], tx + walk[2 * k + 1])
+                                             for k, (ty, tx) in enumerate(taps)], dim=1)  # (C, K), Eq. 5
+                    else:
+                        nodes = v
+                    if m.num_pred_channels:  # Eq. 6 over the sampled nodes
+                        wka = m.filter_affinity_convs[q].weight.reshape(m.num_pred_channels, C, K)
+                        o = torch.einsum('ock,ck->o', wka, nodes)
+                    filt = o[:G * K].reshape(G, K) if m.dynamic_weights else m.static_filters[q]
+                    if m.dynamic_affinity:  # Eq. 7
+                        start = G * K if m.dynamic_weights else 0
+                        if m.release_branch4_bug and q == 3:
+                            start = G * K - K
+                        aff = torch.softmax(o[start:start + K], dim=0)
+                    else:
+                        aff = feat.new_full((K, ), 1. / K)
+                    msg = feat.new_zeros(C)
+                    group_of_channel = torch.arange(C) // R  # contiguous channel groups g(c) = c // R
+                    for k in range(K):
+                        msg = msg + aff[k] * filt[group_of_channel, k] * nodes[:, k]
+                    total = total + m.beta[q] * msg
+                msgs[y][xc] = total
+        out = out + torch.stack([torch.stack(row, dim=1) for row in msgs], dim=1)
+        rows.append(out)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize('variant', list(VARIANTS))
+@pytest.mark.parametrize('shape', [(2, 3, 4), (1, 1, 2)])
+def test_matches_loop_reference(variant, shape):
+    B, H, W = shape
+    m = build_dgmn(variant)
+    x = torch.randn(B, 8, H, W)
+    out = m(x)
+    ref = reference_dgmn(m, x)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, x, atol=1e-3)  # the messages are not negligible
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_walk_gradients_match_reference():
+    """Gradients reach the walk predictor and equal the loop reference's (offset grads of DCN + sampler)."""
+    m = build_dgmn('da-dw-ds', dilations=(1, 3))
+    x = torch.randn(1, 8, 4, 5, requires_grad=True)
+    w_out = torch.randn(1, 8, 4, 5)
+    (m(x) * w_out).sum().backward()
+    grads = [c.weight.grad.clone() for c in m.walk_convs]
+    gx = x.grad.clone()
+    for g in grads:
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+    m.zero_grad()
+    x.grad = None
+    (reference_dgmn(m, x) * w_out).sum().backward()
+    for g, c in zip(grads, m.walk_convs):
+        torch.testing.assert_close(g, c.weight.grad, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(gx, x.grad, rtol=1e-3, atol=1e-4)
+    for c in m.filter_affinity_convs:
+        assert c.weight.grad.abs().sum() > 0
+    assert m.beta.grad.abs().min() > 0
+
+
+def test_variants_have_the_right_parts():
+    C, S, K, G = 16, 4, 9, 4
+    expect = {  # per-rate predictor channels, walk convs present, static filters present
+        'base': (0, False, True),
+        'da': (K, False, True),
+        'da-dw': (G * K + K, False, False),
+        'da-dw-ds': (G * K + K, True, False),
+    }
+    for variant, (P, has_walk, has_static) in expect.items():
+        m = build_dgmn(variant, channels=C)
+        assert m.num_pred_channels == P
+        assert hasattr(m, 'walk_convs') == has_walk
+        assert hasattr(m, 'static_filters') == has_static
+        n = sum(p.numel() for p in m.parameters())
+        assert n == S * (C * P * K + has_walk * C * 2 * K * K + has_static * G * K) + S
+    full = DGMN(16)
+    from mmcv.ops import DeformConv2d
+    assert all(type(c) is DeformConv2d for c in full.filter_affinity_convs)
+    assert all(type(c) is nn.Conv2d for c in DGMN(16, dynamic_sampling=False).filter_affinity_convs)
+    # the released dilations, padding = dilation
+    assert [c.dilation for c in full.walk_convs] == [(1, 1), (4, 4), (8, 8), (12, 12)]
+    assert [c.padding for c in full.filter_affinity_convs] == [(1, 1), (4, 4), (8, 8), (12, 12)]
+
+
+def test_base_is_uniform_mean_at_init():
+    """base at init: H = F + sum_q mean of the 9 uniformly sampled nodes (zeros outside)."""
+    m = DGMN(4, dilations=(1, 2), dynamic_sampling=False, dynamic_weights=False, dynamic_affinity=False)
+    x = torch.randn(1, 4, 6, 7)
+    expect = x.clone()
+    for r in (1, 2):
+        w = torch.full((4, 1, 3, 3), 1. / 9)
+        expect = expect + nn.functional.conv2d(x, w, padding=r, dilation=r, groups=4)
+    torch.testing.assert_close(m(x), expect)
+
+
+def test_release_branch4_bug_switch():
+    with pytest.raises(ValueError):
+        DGMN(8, dilations=(1, 2, 3), release_branch4_bug=True)
+    with pytest.raises(ValueError):
+        DGMN(8, dynamic_weights=False, release_branch4_bug=True)
+    good = build_dgmn('da-dw-ds')
+    bug = build_dgmn('release-bug')
+    bug.load_state_dict(good.state_dict())  # identical parameters
+    assert not DGMN(8).release_branch4_bug  # off by default
+    x = torch.randn(1, 8, 5, 6)
+    for q in range(3):
+        torch.testing.assert_close(good.message(x, q), bug.message(x, q))
+    assert not torch.allclose(good.message(x, 3), bug.message(x, 3), atol=1e-4)
+
+
+@pytest.mark.parametrize('shape', [(1, 1, 1), (3, 3, 5), (2, 13, 7), (33, 2, 3)])
+def test_odd_input_sizes(shape):
+    B, H, W = shape
+    for variant in ('base', 'da-dw-ds'):
+        m = build_dgmn(variant, channels=8, dilations=(1, 4, 8, 12))
+        x = torch.randn(B, 8, H, W)
+        y = m(x)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+        # per-image computation: batching must not change the result (mmcv's im2col_step handling)
+        torch.testing.assert_close(y[-1:], m(x[-1:]), rtol=1e-5, atol=1e-5)
+
+
+def test_complexity_matches_flop_counter():
+    """Analytic count = mmengine's FlopAnalyzer + what it misses (DeformConv2d, element-wise products)."""
+    H, W = 7, 9
+    for variant in ('base', 'da', 'da-dw', 'da-dw-ds'):
+        m = build_dgmn(variant, channels=16).eval()
+        fa = FlopAnalyzer(m, (torch.randn(1, 16, H, W), ))
+        fa.unsupported_ops_warnings(False)
+        fa.uncalled_modules_warnings(False)
+        c = dgmn_complexity(m, (H, W))
+        assert c['params'] == sum(p.numel() for p in m.parameters())
+        missed = c['weight'] + c['scale']
+        if m.dynamic_sampling:
+            missed += c['pred']  # DeformConv2d is a Python autograd op: invisible to the counter
+        assert fa.total() == pytest.approx(c['flops'] - missed, rel=1e-3)
+        by_op = fa.by_operator()
+        assert by_op.get('conv', 0) == c['walk'] + (0 if m.dynamic_sampling else c['pred'])
+        assert by_op.get('grid_sampler', 0) == c['sampling']
+
+
+def test_paper_scale_numbers():
+    """Params of the Cityscapes head module (C = 512, five rates) and the COCO modules, as in the docs."""
+    K, G = 9, 4
+    full = DGMN(512, dilations=(1, 6, 12, 24, 36))
+    c = dgmn_complexity(full, (97, 97))
+    assert c['params'] == 5 * (512 * 18 * 9 + 512 * (G * K + K) * 9) + 5  # 1,451,525
+    da = DGMN(512, dilations=(1, 6, 12, 24, 36), dynamic_sampling=False, dynamic_weights=False)
+    assert dgmn_complexity(da, (97, 97))['params'] == 5 * (512 * 9 * 9 + G * K) + 5
+
+
+# --------------------------------------------------------------------------------------------------------
+# Plug-in, head and configs
+# --------------------------------------------------------------------------------------------------------
+def _syncbn_to_bn(cfg):
+    if isinstance(cfg, dict):
+        return {k: ('BN' if (k == 'type' and v == 'SyncBN') else _syncbn_to_bn(v)) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return type(cfg)(_syncbn_to_bn(v) for v in cfg)
+    return cfg
+
+
+def _dgmn_modules(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, DGMN)}
+
+
+def test_plugin_into_resnets():
+    """The issue's plugin config builds inside mmdet/mmseg ResNet and ResNeXt, at the 3x3 width (ResNet-101
+    and ResNeXt-101 are built by the config tests below)."""
+    plugin = [dict(cfg=dict(type='DGMN', dilations=(1, 4, 8, 12), groups=4),
+                   stages=(False, False, False, True), position='after_conv2')]
+    init_default_scope('mmdet')
+    r50 = MODELS.build(dict(type='ResNet', depth=50, plugins=plugin))
+    r50.eval()  # mmdet's ResNet.train() returns None
+    mods = _dgmn_modules(r50)
+    assert sorted(mods) == ['layer4.0.dgmn', 'layer4.1.dgmn', 'layer4.2.dgmn']
+    assert all(m.in_channels == 512 and m.dilations == (1, 4, 8, 12) for m in mods.values())
+    assert r50.layer4[0].after_conv2_plugin_names == ['dgmn']
+    x = torch.randn(1, 3, 64, 64)
+    outs = r50(x)
+    assert outs[-1].shape == (1, 2048, 2, 2)
+    # the module runs inside the block: removing it changes res5 only
+    saved = r50.layer4[1].after_conv2_plugin_names
+    r50.layer4[1].after_conv2_plugin_names = []
+    outs2 = r50(x)
+    torch.testing.assert_close(outs[2], outs2[2])
+    assert not torch.allclose(outs[3], outs2[3])
+    r50.layer4[1].after_conv2_plugin_names = saved
+
+    x50 = MODELS.build(dict(type='ResNeXt', depth=50, groups=32, base_width=4, plugins=plugin))
+    assert {m.in_channels for m in _dgmn_modules(x50).values()} == {1024}  # res5 width of 32x4d
+    assert len(_dgmn_modules(x50)) == 3
+
+    init_default_scope('mmseg')
+    c4c5 = [dict(plugin[0], stages=(False, False, True, True))]
+    r50 = MODELS.build(dict(type='ResNetV1c', depth=50, dilations=(1, 1, 2, 4), strides=(1, 2, 1, 1),
+                            contract_dilation=True, plugins=c4c5))
+    r50.eval()
+    mods = _dgmn_modules(r50)
+    assert len(mods) == 6 + 3
+    assert {m.in_channels for m in mods.values()} == {256, 512}
+    with torch.no_grad():
+        assert r50(torch.randn(1, 3, 33, 31))[-1].shape == (1, 2048, 5, 4)
+
+
+def test_init_weights_keeps_release_init():
+    """A parent's Kaiming init_cfg on Conv2d must not overwrite the module's released initialisation."""
+    from mmengine.model import BaseModule
+
+    class Parent(BaseModule):
+
+        def __init__(self):
+            super().__init__(init_cfg=dict(type='Kaiming', layer='Conv2d'))
+            self.conv = nn.Conv2d(64, 64, 3)
+            self.dgmn = DGMN(64)
+
+    parent = Parent()
+    with torch.no_grad():
+        for p in parent.dgmn.parameters():
+            p.fill_(7.0)
+    parent.init_weights()
+    m = parent.dgmn
+    bound = 1 / math.sqrt(64 * 9)
+    assert parent.conv.weight.abs().max() > bound  # the parent's Kaiming init did run
+    for c in m.filter_affinity_convs:
+        assert c.weight.abs().max() <= bound and c.weight.std() > bound / 3
+    for c in m.walk_convs:  # PyTorch default: kaiming_uniform(a=sqrt(5)) -> bound 1/sqrt(fan_in)
+        assert c.weight.abs().max() <= bound + 1e-7 and c.weight.std() > bound / 3
+    assert torch.equal(m.beta, torch.ones(4))
+
+
+def test_dgmn_head():
+    init_default_scope('mmseg')
+    kw = dict(in_channels=64, channels=32, num_classes=5, concat_input=True, norm_cfg=dict(type='BN'))
+    head = MODELS.build(dict(type='DGMNHead', **kw))
+    fcn = MODELS.build(dict(type='FCNHead', **kw))
+    assert head.dgmn.dilations == (1, 6, 12, 24, 36) and head.dgmn.groups == 4
+    n_head = sum(p.numel() for p in head.parameters())
+    n_fcn = sum(p.numel() for p in fcn.parameters())
+    assert n_head - n_fcn == sum(p.numel() for p in head.dgmn.parameters())
+    x = [torch.randn(2, 64, 9, 11)]
+    assert head(x).shape == (2, 5, 9, 11)
+    # the DGMN really sits between convs[0] and convs[1]
+    seen = []
+    h = head.dgmn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    head(x)
+    h.remove()
+    assert seen == [torch.Size([2, 32, 9, 11])]
+
+
+MMSEG_CONFIGS = sorted(
+    glob.glob(os.path.join(REPO_ROOT, 'configs/mmseg/dgmn-*_r101-d8_*.py')) + [
+        os.path.join(REPO_ROOT, 'configs/mmseg', n) for n in (
+            'fcn_r101-d8_4xb2-40k_cityscapes-769x769.py', 'nonlocal_r101-d8_4xb2-40k_cityscapes-769x769.py',
+            'deeplabv3_r101-d8_4xb2-40k_cityscapes-769x769.py',
+            'fcn-dcnv2_r101-d8_4xb2-40k_cityscapes-769x769.py')])
+MMDET_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_r*-dgmn*.py')) +
+                       glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_x101*-dgmn*.py')))
+
+SEG_SWITCHES = {  # config variant -> (DS, DW, DA)
+    'base': (False, False, False), 'da': (False, False, True), 'da-dw': (False, True, True),
+    'da-dw-ds': (True, True, True)}
+
+
+def test_config_sets_complete():
+    names = {os.path.basename(p) for p in MMSEG_CONFIGS + MMDET_CONFIGS}
+    for v in SEG_SWITCHES:
+        assert f'dgmn-{v}_r101-d8_4xb2-40k_cityscapes-769x769.py' in names
+    for n in ('r50-dgmn-res4', 'r50-dgmn-c5', 'r50-dgmn-c4c5', 'r101-dgmn-c5', 'x101-64x4d-dgmn-c5'):
+        assert f'mask-rcnn_{n}_fpn_1x_coco.py' in names
+    assert all(os.path.isfile(p) for p in MMSEG_CONFIGS)
+
+
+@pytest.mark.parametrize('path', MMSEG_CONFIGS, ids=os.path.basename)
+def test_mmseg_config_builds_and_runs(path):
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports == dict(imports=['dgmn_mm'], allow_failed_imports=False)
+    assert cfg.train_cfg.max_iters == 40000 and cfg.crop_size == (769, 769)
+    assert cfg.model.backbone.depth == 101 and cfg.model.backbone.dilations == (1, 1, 2, 4)
+    init_default_scope('mmseg')
+    model = MODELS.build(ConfigDict(_syncbn_to_bn(cfg.model.to_dict())))
+    model.eval()
+    name = os.path.basename(path)
+    mods = _dgmn_modules(model)
+    if name.startswith('dgmn-'):
+        ds, dw, da = SEG_SWITCHES[name.split('_')[0][len('dgmn-'):]]
+        assert list(mods) == ['decode_head.dgmn']
+        m = mods['decode_head.dgmn']
+        assert (m.dynamic_sampling, m.dynamic_weights, m.dynamic_affinity) == (ds, dw, da)
+        assert m.dilations == (1, 6, 12, 24, 36) and m.in_channels == 512 and not m.release_branch4_bug
+    else:
+        assert not mods
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert out.shape == (1, 19, 8, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('path', MMDET_CONFIGS, ids=os.path.basename)
+def test_mmdet_config_builds_and_runs(path):
+    from mmdet.testing import demo_mm_inputs
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports == dict(imports=['dgmn_mm'], allow_failed_imports=False)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.eval()
+    mods = _dgmn_modules(model)
+    assert all(m.dilations == (1, 4, 8, 12) and m.groups == 4 and m.dynamic_sampling and m.dynamic_weights
+               and m.dynamic_affinity and not m.release_branch4_bug for m in mods.values())
+    name = os.path.basename(path)
+    expect = {  # module names -> in_channels
+        'mask-rcnn_r50-dgmn-res4_fpn_1x_coco.py': {'backbone.layer3.5.pre_block_plugin': 1024},
+        'mask-rcnn_r50-dgmn-c5_fpn_1x_coco.py': {f'backbone.layer4.{i}.dgmn': 512 for i in range(3)},
+        'mask-rcnn_r50-dgmn-c4c5_fpn_1x_coco.py': {
+            **{f'backbone.layer3.{i}.dgmn': 256 for i in range(6)},
+            **{f'backbone.layer4.{i}.dgmn': 512 for i in range(3)}},
+        'mask-rcnn_r101-dgmn-c5_fpn_1x_coco.py': {f'backbone.layer4.{i}.dgmn': 512 for i in range(3)},
+        'mask-rcnn_x101-64x4d-dgmn-c5_fpn_1x_coco.py': {f'backbone.layer4.{i}.dgmn': 2048 for i in range(3)},
+    }[name]
+    assert {n: m.in_channels for n, m in mods.items()} == expect
+    packed = demo_mm_inputs(1, [[3, 64, 64]], with_mask=True)
+    data = model.data_preprocessor(packed, False)
+    with torch.no_grad():
+        feats = model.extract_feat(data['inputs'])
+        results = model(**data, mode='predict')
+    assert len(feats) == 5 and feats[0].shape[-2:] == (16, 16)
+    assert len(results) == 1 and hasattr(results[0], 'pred_instances')
+
+
+def test_res4_placement_runs_before_last_block():
+    """The res4 config applies the module to the input of layer3[-1] and keeps ResNet parameter names."""
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_r50-dgmn-res4_fpn_1x_coco.py'))
+    init_default_scope('mmdet')
+    bb = MODELS.build(cfg.model.backbone)
+    bb.eval()
+    plain_cfg = {k: v for k, v in cfg.model.backbone.items() if k not in ('resnet_type', 'pre_block_plugins')}
+    plain = MODELS.build(dict(plain_cfg, type='ResNet'))
+    extra = set(bb.state_dict()) - set(plain.state_dict())
+    assert set(plain.state_dict()) <= set(bb.state_dict())
+    assert extra and all(k.startswith('layer3.5.pre_block_plugin.') for k in extra)
+    seen = []
+    bb.layer3[5].register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        bb(x)
+        y = bb.layer2(bb.layer1(bb.maxpool(bb.relu(bb.norm1(bb.conv1(x))))))
+        for block in list(bb.layer3)[:5]:
+            y = block(y)
+        torch.testing.assert_close(seen[0], bb.layer3[5].pre_block_plugin(y))

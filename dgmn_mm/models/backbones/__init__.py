@@ -1,3 +1,4 @@
 from .dgmn2 import DGMN2
+from .dit import DiT
 
-__all__ = ['DGMN2']
+__all__ = ['DGMN2', 'DiT']

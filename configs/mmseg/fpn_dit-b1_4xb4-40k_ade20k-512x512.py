@@ -1,0 +1,36 @@
+# Semantic FPN + DiT-B1 (our reconstruction of arXiv 2308.03409) on ADE20K. Paper Table 5: 32.7 GFLOPs,
+# 45.0 mIoU. Recipe (paper Sec. 4.3): 4 GPUs x 4 images, 40k iterations, AdamW lr 1e-4 wd 1e-4, poly 0.9,
+# random resize and 512x512 crops; test: short side 512. ImageNet pre-trained backbone (the checkpoint
+# written by configs/mmpretrain/dit-b1_8xb128_in1k.py). Budget: the classification mu [R], lambda_C ramps
+# over the first 5% (2000) of the iterations.
+_base_ = [
+    'mmseg::_base_/models/fpn_r50.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_40k.py',
+]
+custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+
+crop_size = (512, 512)
+model = dict(
+    type='DiTEncoderDecoder',  # EncoderDecoder + loss_budget (Eqs. 6-7)
+    budget_loss=dict(type='DiTBudgetLoss', mu=0.454, loss_weight=2.0, warmup_iters=2000),
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='DiT',
+        arch='b1',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/dit-b1_in1k.pth', prefix='backbone.')),
+    neck=dict(in_channels=[64, 128, 320, 512]),
+    decode_head=dict(num_classes=150))
+
+train_dataloader = dict(batch_size=4)
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
+    clip_grad=None)
+param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)]

@@ -314,3 +314,15 @@ def test_drop_path_schedule_hook_switches_stochastic_depth_on_at_start_epoch():
     model2 = DGMN2(TINY_ARCH, drop_path_rate=0.3)
     resumed.before_train_epoch(SimpleNamespace(model=model2, epoch=3))
     assert [b.drop_path.drop_prob for s in model2.stages for b in s.blocks if hasattr(b.drop_path, 'drop_prob')] == configured
+
+
+def test_ffn_chunks_at_inference_give_the_same_result(monkeypatch):
+    from dgmn_mm.models.backbones.dgmn2 import FFN
+    ffn = FFN(8, 16).eval()
+    x = torch.randn(2, 100, 8)
+    with torch.no_grad():
+        full = ffn(x)
+        monkeypatch.setattr(FFN, 'chunk_tokens', 7)
+        chunked = ffn(x)
+    assert torch.allclose(full, chunked, atol=1e-6)
+    assert torch.equal(ffn._forward(x[:, :7]).detach(), chunked[:, :7])

@@ -114,4 +114,15 @@ else
   log "installing dgmn_mm (editable)"
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 fi
+# the optional C++/OpenMP kernel of the fast DGMN2 attention (pure-PyTorch fallback without it)
+SO=$(ls "$ROOT"/dgmn_mm/_sampled_attention_cpp*.so 2>/dev/null | head -1 || true)
+if [ -n "$SO" ] && [ ! "$ROOT/dgmn_mm/csrc/sampled_attention.cpp" -nt "$SO" ]; then
+  log "sampled-attention kernel: present"
+else
+  log "building the sampled-attention C++ kernel (1-4 min)"
+  if ! "$PY" "$ROOT/dgmn_mm/csrc/build.py" > "$ROOT/build/csrc_build.log" 2>&1; then
+    log "kernel build failed (see build/csrc_build.log): the fast attention uses its pure-PyTorch fallback"
+  fi
+fi
+
 log "done: $("$PY" -c 'import torch, mmcv, mmengine, mmdet, mmseg, mmpretrain; print("torch", torch.__version__, "mmcv", mmcv.__version__, "mmengine", mmengine.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "mmpretrain", mmpretrain.__version__)')"

@@ -1,1 +1,1 @@
-from . import backbones, decode_heads, dit_models, layers  # noqa: F401
+from . import backbones, decode_heads, dit_models, layers, necks  # noqa: F401

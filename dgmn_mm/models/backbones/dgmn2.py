@@ -128,13 +128,16 @@ class DGMN2Attention(nn.Module):
         attn_drop (float): dropout on the K attention weights. Defaults to 0.
         proj_drop (float): dropout after ``proj``. Defaults to 0.
         relpos_mode (str): see :class:`RelPosEmb`. Defaults to 'official'.
-        attn_impl (str): 'reference' (straightforward: sample k and v separately, then contract).
+        attn_impl (str): 'fast' (default: fused sampling + softmax + weighted sum that never materialises
+            N x K x d, a C++/OpenMP kernel on CPU when built, else pure PyTorch; see
+            :mod:`dgmn_mm.models.layers.sampled_attention`) or 'reference' (straightforward: sample k and v
+            separately into (B, h, N, d, K) tensors, then contract). Same outputs and gradients.
     """
-    impls = ('reference', )
+    impls = ('reference', 'fast')
 
     def __init__(self, embed_dims: int, num_heads: int, feat_size: Tuple[int, int], qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., relpos_mode: str = 'official',
-                 attn_impl: str = 'reference'):
+                 attn_impl: str = 'fast'):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
@@ -162,6 +165,13 @@ class DGMN2Attention(nn.Module):
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """x: (B, N, C) with N = H * W (row-major) -> (B, N, C)."""
+        if self.attn_impl == 'fast':
+            from ..layers.sampled_attention import dgmn2_attention_fast
+            return dgmn2_attention_fast(self, x, hw_shape)
+        return self.forward_reference(x, hw_shape)
+
+    def forward_reference(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        """The straightforward path (``attn_impl='reference'``), kept for verification."""
         B, N, C = x.shape
         H, W = hw_shape
         nh, d, K = self.num_heads, self.head_dims, self.num_samples
@@ -181,7 +191,13 @@ class DGMN2Attention(nn.Module):
 
 
 class FFN(nn.Module):
-    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv)."""
+    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv).
+
+    Without autograd (inference) the tokens go through in chunks of ``chunk_tokens``, so the r * C hidden
+    activations of a large map (274 MB for stage 1 at 800 x 1333) never exist at once; the result is the
+    same, as the FFN acts on each token alone.
+    """
+    chunk_tokens = 8192
 
     def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.):
         super().__init__()
@@ -190,8 +206,13 @@ class FFN(nn.Module):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or x.shape[1] <= self.chunk_tokens:
+            return self._forward(x)
+        return torch.cat([self._forward(c) for c in x.split(self.chunk_tokens, dim=1)], dim=1)
 
 
 class DGMN2Block(nn.Module):
@@ -199,7 +220,7 @@ class DGMN2Block(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, feat_size: Tuple[int, int],
                  qkv_bias: bool = True, drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 relpos_mode: str = 'official', attn_impl: str = 'reference', with_cp: bool = False):
+                 relpos_mode: str = 'official', attn_impl: str = 'fast', with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
@@ -295,7 +316,8 @@ class DGMN2(BaseModule):
         norm_cfg (dict): norm of the patch embeddings. Defaults to ``dict(type='BN')``.
         act_cfg (dict): activation of the patch embeddings. Defaults to ``dict(type='ReLU')``.
         relpos_mode (str): 'official' (default) or 'corrected', see :class:`RelPosEmb`.
-        attn_impl (str): attention implementation, see :class:`DGMN2Attention`. Defaults to 'reference'.
+        attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`.
+            Defaults to 'fast'.
         pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
         frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics).
             Defaults to 0 (nothing frozen).
@@ -330,7 +352,7 @@ class DGMN2(BaseModule):
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU', inplace=True),
                  relpos_mode: str = 'official',
-                 attn_impl: str = 'reference',
+                 attn_impl: str = 'fast',
                  pretrain_img_size: int = 224,
                  frozen_stages: int = 0,
                  norm_eval: bool = False,

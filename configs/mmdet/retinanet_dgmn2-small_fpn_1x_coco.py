@@ -1,0 +1,6 @@
+# RetinaNet + DGMN2-Small, COCO 1x (paper Table 7).
+_base_ = './retinanet_dgmn2-tiny_fpn_1x_coco.py'
+model = dict(
+    backbone=dict(
+        arch='small',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/dgmn2_small_mm.pth')))

@@ -1,0 +1,6 @@
+# SETR-PUP + DGMN2-Medium on Cityscapes (paper Table 11).
+_base_ = './setr-pup_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py'
+model = dict(
+    backbone=dict(
+        arch='medium',
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/dgmn2_medium_mm.pth')))

@@ -1,0 +1,369 @@
+// Fused DGMN2 sampled attention (CPU, OpenMP through at::parallel_for).
+//
+// For every batch b, head j and query n = (y, x) of an H x W map, with K = 9 taps t = (a, c) of the 3 x 3
+// neighbourhood and the predicted walks (dy_t, dx_t):
+//
+//   p_t      = (y - 1 + a + dy_t, x - 1 + c + dx_t)                    (pixels)
+//   k_t, v_t = bilinear samples of the key / value maps at p_t           (zeros outside, DCNv1 rule)
+//   l_t      = scale * <q_n, k_t> + pos[b, j, n, t]
+//   out[n]   = sum_t softmax(l)_t v_t
+//
+// The maps are read directly from the (B, N, 3C) output of the qkv Linear (channel layout [q | k | v],
+// each split into h chunks of d), i.e. channels-last: a bilinear corner is d contiguous values. The
+// output is written in the (B, N, C) layout `proj` consumes. Nothing of size N x K x d is materialised;
+// the backward recomputes the sampling from qkv, the walks and the saved softmax weights (B, h, N, K).
+//
+// The sampling positions are computed with the same floating-point steps as the reference path
+// (normalise to grid_sample's [-1, 1] coordinates with align_corners=False, then un-normalise the way
+// ATen's CPU grid_sampler does), so both paths sample at bit-identical locations.
+//
+// Backward scatters into the key/value rows of the sampled corners. To avoid races without atomics or
+// per-thread buffers, rows are split into blocks of height >= 2 * reach (reach = the largest row
+// distance a query can write to) and processed in two phases (even blocks, then odd blocks): blocks of
+// the same phase never write the same row. This is deterministic.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int kTaps = 9;
+
+template <typename T>
+struct Corners {
+  int64_t idx[4];   // token index of nw, ne, sw, se
+  T w[4];           // bilinear weights (0 for corners outside the map)
+  bool valid[4];
+  T e, w_, n, s;    // distances used by the backward
+  bool any;
+};
+
+// Sampling geometry of one tap, mirroring node_sampling.walk_to_grid + ATen's CPU grid_sampler
+// (bilinear, zeros padding, align_corners=False).
+template <typename T>
+inline void tap_geometry(int64_t y, int64_t x, int t, T dy, T dx, int64_t H, int64_t W, Corners<T>& c) {
+  const int a = t / 3, b = t % 3;
+  const T py = static_cast<T>(y + a - 1) + dy;
+  const T px = static_cast<T>(x + b - 1) + dx;
+  // reference: grid = (2 p + 1) / size - 1
+  const T gy = (T(2) * py + T(1)) / static_cast<T>(H) - T(1);
+  const T gx = (T(2) * px + T(1)) / static_cast<T>(W) - T(1);
+  // ATen CPU grid_sampler (align_corners=False): (g + 1) * (size / 2) - 0.5
+  const T iy = (gy + T(1)) * (static_cast<T>(H) / T(2)) - T(0.5);
+  const T ix = (gx + T(1)) * (static_cast<T>(W) / T(2)) - T(0.5);
+  c.any = (iy > T(-1)) && (iy < static_cast<T>(H)) && (ix > T(-1)) && (ix < static_cast<T>(W));
+  if (!c.any) {
+    for (int i = 0; i < 4; ++i) { c.valid[i] = false; c.w[i] = T(0); c.idx[i] = 0; }
+    c.e = c.w_ = c.n = c.s = T(0);
+    return;
+  }
+  const T x_w = std::floor(ix), y_n = std::floor(iy);
+  const T dw = ix - x_w, de = T(1) - dw;
+  const T dn = iy - y_n, ds = T(1) - dn;
+  c.w_ = dw; c.e = de; c.n = dn; c.s = ds;
+  const int64_t x0 = static_cast<int64_t>(x_w), y0 = static_cast<int64_t>(y_n);
+  const int64_t xs[4] = {x0, x0 + 1, x0, x0 + 1};
+  const int64_t ys[4] = {y0, y0, y0 + 1, y0 + 1};
+  const T ws[4] = {ds * de, ds * dw, dn * de, dn * dw};
+  for (int i = 0; i < 4; ++i) {
+    c.valid[i] = xs[i] >= 0 && xs[i] < W && ys[i] >= 0 && ys[i] < H;
+    c.w[i] = c.valid[i] ? ws[i] : T(0);
+    c.idx[i] = c.valid[i] ? ys[i] * W + xs[i] : 0;
+  }
+}
+
+template <typename T>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
+  T acc = T(0);
+  for (int64_t c = 0; c < d; ++c) acc += a[c] * b[c];
+  return acc;
+}
+
+template <typename T, int D>
+void forward_impl(const at::Tensor& qkv, const at::Tensor& offsets, const at::Tensor& pos, at::Tensor& out,
+                  at::Tensor& attn, int64_t H, int64_t W, int64_t nh, double scale_) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), C3 = qkv.size(2), C = C3 / 3;
+  const int64_t d = D > 0 ? D : C / nh;  // compile-time head dim when D > 0 (unrolled, in registers)
+  const T scale = static_cast<T>(scale_);
+  const T* qkv_p = qkv.data_ptr<T>();
+  const T* off_p = offsets.data_ptr<T>();
+  const T* pos_p = pos.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+  T* attn_p = attn.data_ptr<T>();
+  const int64_t total = B * nh * N;
+  at::parallel_for(0, total, 64, [&](int64_t begin, int64_t end) {
+    std::vector<T> ks_v(D > 0 ? 0 : d), acc_v(D > 0 ? 0 : d);
+    alignas(64) T ks_a[D > 0 ? D : 1], acc_a[D > 0 ? D : 1];
+    T* ks_p = D > 0 ? ks_a : ks_v.data();
+    T* acc_p = D > 0 ? acc_a : acc_v.data();
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i % N, bj = i / N, j = bj % nh, b = bj / nh;
+      const int64_t y = n / W, x = n % W;
+      const T* base = qkv_p + b * N * C3;
+      const T* q = base + n * C3 + j * d;
+      const T* kmap = base + C + j * d;       // row m: kmap + m * C3
+      const T* vmap = base + 2 * C + j * d;
+      const T* off = off_p + ((b * N + n) * nh + j) * (2 * kTaps);
+      const T* pr = pos_p + ((b * nh + j) * N + n) * kTaps;
+      Corners<T> cs[kTaps];
+      T logit[kTaps];
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int t = 0; t < kTaps; ++t) {
+        Corners<T>& c = cs[t];
+        tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);
+        T l = T(0);
+        if (c.any) {
+          for (int64_t ch = 0; ch < d; ++ch) ks_p[ch] = T(0);
+          for (int k = 0; k < 4; ++k) {
+            if (!c.valid[k]) continue;
+            const T wk = c.w[k];
+            const T* row = kmap + c.idx[k] * C3;
+            T* kp = ks_p;
+            for (int64_t ch = 0; ch < d; ++ch) kp[ch] += wk * row[ch];
+          }
+          l = dot<T>(q, ks_p, d);
+        }
+        l = l * scale + pr[t];
+        logit[t] = l;
+        mx = std::max(mx, l);
+      }
+      T sum = T(0);
+      for (int t = 0; t < kTaps; ++t) { logit[t] = std::exp(logit[t] - mx); sum += logit[t]; }
+      T* ap = attn_p + ((b * nh + j) * N + n) * kTaps;
+      for (int64_t ch = 0; ch < d; ++ch) acc_p[ch] = T(0);
+      for (int t = 0; t < kTaps; ++t) {
+        const T a = logit[t] / sum;
+        ap[t] = a;
+        const Corners<T>& c = cs[t];
+        if (!c.any) continue;
+        for (int k = 0; k < 4; ++k) {
+          if (!c.valid[k]) continue;
+          const T wk = a * c.w[k];
+          const T* row = vmap + c.idx[k] * C3;
+          T* op = acc_p;
+          for (int64_t ch = 0; ch < d; ++ch) op[ch] += wk * row[ch];
+        }
+      }
+      T* o = out_p + (b * N + n) * C + j * d;
+      for (int64_t ch = 0; ch < d; ++ch) o[ch] = acc_p[ch];
+    }
+  });
+}
+
+template <typename T>
+void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64_t H, int64_t nh, int64_t d,
+                    int64_t C, T scale, const T* qkv_p, const T* off_p, const T* attn_p, const T* gout_p,
+                    T* gqkv_p, T* goff_p, T* gpos_p, T* ks, T* vs) {
+  const int64_t C3 = 3 * C;
+  const int64_t y = n / W, x = n % W;
+  const T* base = qkv_p + b * N * C3;
+  T* gbase = gqkv_p + b * N * C3;
+  const T* q = base + n * C3 + j * d;
+  const T* kmap = base + C + j * d;
+  const T* vmap = base + 2 * C + j * d;
+  T* gq = gbase + n * C3 + j * d;
+  T* gk = gbase + C + j * d;
+  T* gv = gbase + 2 * C + j * d;
+  const T* off = off_p + ((b * N + n) * nh + j) * (2 * kTaps);
+  const T* ap = attn_p + ((b * nh + j) * N + n) * kTaps;
+  const T* go = gout_p + (b * N + n) * C + j * d;
+  Corners<T> cs[kTaps];
+  T qk[kTaps][4], gv_dot[kTaps][4], ga[kTaps];
+  // dL/da_t = <go, v_t> with v_t = sum_k w_k v_k
+  for (int t = 0; t < kTaps; ++t) {
+    Corners<T>& c = cs[t];
+    tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);
+    T g = T(0);
+    for (int k = 0; k < 4; ++k) {
+      if (c.valid[k]) {
+        qk[t][k] = dot<T>(q, kmap + c.idx[k] * C3, d);
+        gv_dot[t][k] = dot<T>(go, vmap + c.idx[k] * C3, d);
+        g += c.w[k] * gv_dot[t][k];
+      } else {
+        qk[t][k] = T(0);
+        gv_dot[t][k] = T(0);
+      }
+    }
+    ga[t] = g;
+  }
+  T s = T(0);
+  for (int t = 0; t < kTaps; ++t) s += ap[t] * ga[t];
+  T* gp = gpos_p ? gpos_p + ((b * nh + j) * N + n) * kTaps : nullptr;
+  T* gof = goff_p ? goff_p + ((b * N + n) * nh + j) * (2 * kTaps) : nullptr;
+  for (int t = 0; t < kTaps; ++t) {
+    const T a = ap[t];
+    const T gl = a * (ga[t] - s);  // softmax backward: dL/dlogit_t
+    if (gp) gp[t] = gl;
+    const Corners<T>& c = cs[t];
+    if (!c.any) {
+      if (gof) { gof[2 * t] = T(0); gof[2 * t + 1] = T(0); }
+      continue;
+    }
+    const T gls = gl * scale;
+    T gw[4];
+    for (int k = 0; k < 4; ++k) {
+      if (!c.valid[k]) { gw[k] = T(0); continue; }
+      const T wk = c.w[k];
+      const int64_t m = c.idx[k] * C3;
+      // keys: logit_t = scale * <q, sum_k w_k k_k>
+      const T ck = gls * wk;
+      T* gkr = gk + m;
+      for (int64_t ch = 0; ch < d; ++ch) gkr[ch] += ck * q[ch];
+      T* gqp = gq;
+      const T* kr = kmap + m;
+      for (int64_t ch = 0; ch < d; ++ch) gqp[ch] += ck * kr[ch];
+      // values: out = sum_t a_t sum_k w_k v_k
+      const T cv = a * wk;
+      T* gvr = gv + m;
+      for (int64_t ch = 0; ch < d; ++ch) gvr[ch] += cv * go[ch];
+      gw[k] = gls * qk[t][k] + a * gv_dot[t][k];
+    }
+    if (gof) {
+      // weights nw = s e, ne = s w, sw = n e, se = n w with w = ix - floor(ix), e = 1 - w, n = iy - floor(iy)
+      const T gix = -gw[0] * c.s + gw[1] * c.s - gw[2] * c.n + gw[3] * c.n;
+      const T giy = -gw[0] * c.e - gw[1] * c.w_ + gw[2] * c.e + gw[3] * c.w_;
+      // chain through the normalisation exactly as autograd does in the reference:
+      // ix = (g + 1) * (W / 2) - 0.5 ; g = (2 p + 1) / W - 1 ; p = base + walk
+      const T gy_n = giy * (static_cast<T>(H) / T(2));
+      const T gx_n = gix * (static_cast<T>(W) / T(2));
+      gof[2 * t] = (gy_n / static_cast<T>(H)) * T(2);
+      gof[2 * t + 1] = (gx_n / static_cast<T>(W)) * T(2);
+    }
+  }
+  (void)ks; (void)vs;
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& gout, const at::Tensor& qkv, const at::Tensor& offsets,
+                   const at::Tensor& attn, at::Tensor& gqkv, at::Tensor* goff, at::Tensor* gpos, int64_t H,
+                   int64_t W, int64_t nh, double scale_, int64_t reach) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3, d = C / nh;
+  const T scale = static_cast<T>(scale_);
+  const T* qkv_p = qkv.data_ptr<T>();
+  const T* off_p = offsets.data_ptr<T>();
+  const T* attn_p = attn.data_ptr<T>();
+  const T* gout_p = gout.data_ptr<T>();
+  T* gqkv_p = gqkv.data_ptr<T>();
+  T* goff_p = goff ? goff->data_ptr<T>() : nullptr;
+  T* gpos_p = gpos ? gpos->data_ptr<T>() : nullptr;
+  const int64_t BJ = B * nh;
+  const int64_t nthreads = std::max<int64_t>(1, at::get_num_threads());
+  // row blocks: height >= 2 * reach + 1 so that blocks of one phase never write the same row
+  int64_t rb;
+  if (reach < 0 || reach >= H) {
+    rb = H;  // unbounded walks: one block per (b, j), serial inside
+  } else {
+    rb = std::max<int64_t>(2 * reach + 1, (H + 2 * nthreads - 1) / (2 * nthreads));
+  }
+  rb = std::max<int64_t>(1, std::min<int64_t>(rb, H));
+  const int64_t nblocks = (H + rb - 1) / rb;
+  for (int phase = 0; phase < 2; ++phase) {
+    const int64_t nb_phase = (nblocks - phase + 1) / 2;  // blocks phase, phase + 2, ...
+    if (nb_phase <= 0) continue;
+    const int64_t tasks = BJ * nb_phase;
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> ks(d), vs(d);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bj = task / nb_phase, blk = phase + 2 * (task % nb_phase);
+        const int64_t b = bj / nh, j = bj % nh;
+        const int64_t y0 = blk * rb, y1 = std::min<int64_t>(H, y0 + rb);
+        for (int64_t n = y0 * W; n < y1 * W; ++n)
+          backward_query<T>(b, j, n, N, W, H, nh, d, C, scale, qkv_p, off_p, attn_p, gout_p, gqkv_p, goff_p,
+                            gpos_p, ks.data(), vs.data());
+      }
+    });
+  }
+}
+
+void check_inputs(const at::Tensor& qkv, const at::Tensor& offsets, int64_t H, int64_t W, int64_t nh) {
+  TORCH_CHECK(qkv.device().is_cpu(), "sampled_attention: CPU tensors only");
+  TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * nh) == 0, "qkv must be (B, N, 3C) with C % h == 0");
+  TORCH_CHECK(qkv.size(1) == H * W, "qkv has N = ", qkv.size(1), " tokens, expected H * W = ", H * W);
+  TORCH_CHECK(offsets.dim() == 4 && offsets.size(0) == qkv.size(0) && offsets.size(1) == qkv.size(1) &&
+                  offsets.size(2) == nh && offsets.size(3) == 2 * kTaps,
+              "offsets must be (B, N, h, 18)");
+  TORCH_CHECK(qkv.is_contiguous() && offsets.is_contiguous(), "inputs must be contiguous");
+  TORCH_CHECK(qkv.scalar_type() == offsets.scalar_type(), "dtype mismatch");
+}
+
+template <typename T, int D>
+void relpos_impl(const at::Tensor& qkv, const at::Tensor& rows, at::Tensor& out, int64_t H, int64_t W,
+                 int64_t nh, bool by_column) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), C3 = qkv.size(2), C = C3 / 3;
+  const int64_t d = D > 0 ? D : C / nh;
+  const T* qkv_p = qkv.data_ptr<T>();
+  const T* rows_p = rows.data_ptr<T>();
+  T* out_p = out.data_ptr<T>();
+  at::parallel_for(0, B * nh * N, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i % N, bj = i / N, j = bj % nh, b = bj / nh;
+      const T* q = qkv_p + (b * N + n) * C3 + j * d;
+      const T* r = rows_p + (by_column ? n % W : n / W) * kTaps * d;
+      T* o = out_p + i * kTaps;
+      for (int t = 0; t < kTaps; ++t) o[t] = dot<T>(q, r + t * d, d);
+    }
+  });
+}
+
+}  // namespace
+
+// out[b, j, n, t] = <q[b, j, n], rows[x or y of n, t]> for the q part of qkv (B, N, 3C); rows (L, 9, d).
+at::Tensor relpos_rows_forward(const at::Tensor& qkv, const at::Tensor& rows, int64_t H, int64_t W, int64_t nh,
+                               bool by_column) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.is_contiguous() && rows.is_contiguous(), "contiguous CPU inputs");
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
+  TORCH_CHECK(N == H * W && rows.dim() == 3 && rows.size(0) == (by_column ? W : H) && rows.size(1) == kTaps &&
+                  rows.size(2) == C / nh && rows.scalar_type() == qkv.scalar_type(),
+              "rows must be (W or H, 9, d)");
+  auto out = at::empty({B, nh, N, kTaps}, qkv.options());
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "relpos_rows_forward", [&] {
+    if (C / nh == 64) relpos_impl<scalar_t, 64>(qkv, rows, out, H, W, nh, by_column);
+    else relpos_impl<scalar_t, 0>(qkv, rows, out, H, W, nh, by_column);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> sampled_attention_forward(const at::Tensor& qkv, const at::Tensor& offsets,
+                                                  const at::Tensor& pos, int64_t H, int64_t W, int64_t nh,
+                                                  double scale) {
+  check_inputs(qkv, offsets, H, W, nh);
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
+  TORCH_CHECK(pos.is_contiguous() && pos.dim() == 4 && pos.size(0) == B && pos.size(1) == nh &&
+                  pos.size(2) == N && pos.size(3) == kTaps && pos.scalar_type() == qkv.scalar_type(),
+              "pos must be a contiguous (B, h, N, 9) tensor");
+  auto out = at::empty({B, N, C}, qkv.options());
+  auto attn = at::empty({B, nh, N, kTaps}, qkv.options());
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "sampled_attention_forward", [&] {
+    const int64_t d = C / nh;
+    if (d == 64) forward_impl<scalar_t, 64>(qkv, offsets, pos, out, attn, H, W, nh, scale);
+    else if (d == 32) forward_impl<scalar_t, 32>(qkv, offsets, pos, out, attn, H, W, nh, scale);
+    else forward_impl<scalar_t, 0>(qkv, offsets, pos, out, attn, H, W, nh, scale);
+  });
+  return {out, attn};
+}
+
+std::vector<at::Tensor> sampled_attention_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
+                                                   const at::Tensor& offsets, const at::Tensor& attn, int64_t H,
+                                                   int64_t W, int64_t nh, double scale, int64_t reach,
+                                                   bool need_offsets, bool need_pos) {
+  check_inputs(qkv, offsets, H, W, nh);
+  TORCH_CHECK(grad_out.is_contiguous() && attn.is_contiguous(), "grad_out and attn must be contiguous");
+  auto gqkv = at::zeros_like(qkv);
+  at::Tensor goff = need_offsets ? at::empty_like(offsets) : at::Tensor();
+  at::Tensor gpos = need_pos ? at::empty_like(attn) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "sampled_attention_backward", [&] {
+    backward_impl<scalar_t>(grad_out, qkv, offsets, attn, gqkv, need_offsets ? &goff : nullptr,
+                            need_pos ? &gpos : nullptr, H, W, nh, scale, reach);
+  });
+  return {gqkv, goff, gpos};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &sampled_attention_forward, "DGMN2 fused sampled attention forward (CPU)");
+  m.def("backward", &sampled_attention_backward, "DGMN2 fused sampled attention backward (CPU)");
+  m.def("relpos_rows", &relpos_rows_forward, "q . rows[x or y] for the 9 slots (CPU)");
+}

@@ -1,0 +1,3 @@
+from .multi_level_resize import MultiLevelResize
+
+__all__ = ['MultiLevelResize']

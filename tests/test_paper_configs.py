@@ -205,7 +205,7 @@ def test_train_step_and_predict_on_tiny_inputs(name):
 
 
 # --------------------------------------------------------------------------------------------------------
-# python tests/test_paper_configs.py -> the params table of docs/model_zoo.md
+# python tests/test_paper_configs.py -> the params table of the README (model zoo)
 # --------------------------------------------------------------------------------------------------------
 def params_table():
     rows = ['| config | paper table | paper params (M) | ours (M) | diff | tolerance |',

@@ -6,7 +6,7 @@
 # 3x3 Conv-BN-ReLU (512->256, 256->256, 256->256), each followed by x2 bilinear upsampling (stride 8 -> 1),
 # then conv_seg. Three, not four: the paper's Table 11 implies exactly this head both in parameters (2.365M
 # on top of the naive model) and in FLOPs (~125G at 769x769); a fourth 256->256 conv would add 0.59M
-# parameters and ~355 GFLOPs at stride 1/2 (see docs/model_zoo.md).
+# parameters and ~355 GFLOPs at stride 1/2 (see the README (model zoo)).
 _base_ = [
     'mmseg::_base_/models/setr_pup.py',
     'mmseg::_base_/datasets/cityscapes_769x769.py',

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Write the synthetic demo datasets (no download): ``python tools/make_demo_data.py --out data/demo --seed 0``.
+
+Skips the work when ``<out>/demo_data.json`` shows the same seed and sizes were already written.
+"""
+import argparse
+import importlib.util
+import os.path as osp
+import time
+
+# Load the generator straight from its file: it needs only numpy and PIL, so this tool neither imports torch
+# nor the OpenMMLab packages (``import dgmn_mm`` would), and it runs from a clone without installing.
+_path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'dgmn_mm', 'datasets', 'synthetic.py')
+_spec = importlib.util.spec_from_file_location('dgmn_mm_synthetic', _path)
+synthetic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(synthetic)
+DEFAULT_SIZES, make_demo_data = synthetic.DEFAULT_SIZES, synthetic.make_demo_data
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='data/demo', help='output directory (default: data/demo)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', action='store_true', help='rewrite even if already present')
+    parser.add_argument('--parts', nargs='+', default=['coco', 'cityscapes', 'imagenet'],
+                        choices=['coco', 'cityscapes', 'imagenet'])
+    for key, value in DEFAULT_SIZES.items():
+        parser.add_argument('--' + key.replace('_', '-'), type=int, default=value, dest=key,
+                            help=f'(default: {value})')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t0 = time.time()
+    make_demo_data(args.out, args.seed, force=args.force, parts=args.parts,
+                   sizes={k: getattr(args, k) for k in DEFAULT_SIZES})
+    print(f'done in {time.time() - t0:.1f} s')
+
+
+if __name__ == '__main__':
+    main()

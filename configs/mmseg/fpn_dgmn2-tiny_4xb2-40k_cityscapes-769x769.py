@@ -3,25 +3,10 @@
 # images, 40k iters, AdamW lr 1e-4 wd 1e-4, poly 0.9 to 0, SyncBN, slide test 769 / stride 513, no
 # auxiliary heads.
 # The backbone in its pyramid mode (strides 4/8/16/32); FPN 4 levels of 256, FPNHead 128 channels.
-_base_ = [
-    'mmseg::_base_/models/fpn_r50.py',
-    'mmseg::_base_/datasets/cityscapes_769x769.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_40k.py',
-]
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+_base_ = ['mmseg::_base_/models/fpn_r50.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
-    clip_grad=None)
-param_scheduler = [
-    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)
-]
-train_dataloader = dict(batch_size=2, num_workers=2)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),

@@ -5,25 +5,10 @@
 # The backbone in the stride-8 mode (strides (4, 2, 1, 1): stages 3-4 stay at stride 8, same weights);
 # the naive head is SETR's: input LayerNorm, 1x1 conv_seg on the stage-4 map, bilinear upsampling to the
 # label size (mmseg's SETRUPHead with num_convs=0).
-_base_ = [
-    'mmseg::_base_/models/setr_naive.py',
-    'mmseg::_base_/datasets/cityscapes_769x769.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_40k.py',
-]
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+_base_ = ['mmseg::_base_/models/setr_naive.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
-    clip_grad=None)
-param_scheduler = [
-    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)
-]
-train_dataloader = dict(batch_size=2, num_workers=2)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),

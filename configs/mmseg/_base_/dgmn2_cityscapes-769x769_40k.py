@@ -1,0 +1,18 @@
+# The DGMN2 Cityscapes recipe shared by the Semantic FPN and SETR configs (shared/specs/DGMN2.md sec. 8):
+# Cityscapes 769x769 crops, 4 GPUs x 2 images, 40k iterations, AdamW lr 1e-4 wd 1e-4, poly 0.9 to 0.
+_base_ = [
+    'mmseg::_base_/datasets/cityscapes_769x769.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_40k.py',
+]
+custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
+    clip_grad=None)
+param_scheduler = [
+    dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)
+]
+train_dataloader = dict(batch_size=2, num_workers=2)

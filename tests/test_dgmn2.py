@@ -316,13 +316,34 @@ def test_drop_path_schedule_hook_switches_stochastic_depth_on_at_start_epoch():
     assert [b.drop_path.drop_prob for s in model2.stages for b in s.blocks if hasattr(b.drop_path, 'drop_prob')] == configured
 
 
-def test_ffn_chunks_at_inference_give_the_same_result(monkeypatch):
-    from dgmn_mm.models.backbones.dgmn2 import FFN
-    ffn = FFN(8, 16).eval()
-    x = torch.randn(2, 100, 8)
+@pytest.mark.parametrize('impl', ['reference', 'fast'])
+def test_block_inference_path_equals_the_autograd_path(monkeypatch, impl):
+    """Eval + no_grad: in-place residuals and LN + FFN over token chunks (here 7 tokens, across the batch
+    boundary) give the training-path sums; the input is left untouched."""
+    from dgmn_mm.models.backbones.dgmn2 import DGMN2Block
+    blk = DGMN2Block(16, 2, 4, (5, 5), attn_impl=impl).eval()
+    x = torch.randn(2, 5 * 6, 16)
+    x0 = x.clone()
+    expected = blk._forward(x, (5, 6))  # autograd path (grad enabled)
+    monkeypatch.setattr(DGMN2Block, 'chunk_tokens', 7)
     with torch.no_grad():
-        full = ffn(x)
-        monkeypatch.setattr(FFN, 'chunk_tokens', 7)
-        chunked = ffn(x)
-    assert torch.allclose(full, chunked, atol=1e-6)
-    assert torch.equal(ffn._forward(x[:, :7]).detach(), chunked[:, :7])
+        got = blk(x, (5, 6))
+    assert torch.equal(x, x0) and got.data_ptr() != x.data_ptr()
+    assert got.shape == x.shape and torch.allclose(got, expected.detach(), atol=1e-6, rtol=0)
+    with torch.no_grad():  # the first chunk alone, through the plain modules
+        y = blk.attn(blk.norm1(x), (5, 6)) + x
+        first = y[0, :7] + blk.ffn(blk.norm2(y[0, :7]))
+    assert torch.equal(got[0, :7], first)
+
+
+def test_patch_embeddings_are_channels_last_and_tokens_are_views():
+    model = DGMN2(TINY_ARCH).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    fresh = DGMN2(TINY_ARCH)
+    fresh.load_state_dict(model.state_dict())  # loading keeps the layout
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in fresh.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in outs)

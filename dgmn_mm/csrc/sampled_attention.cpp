@@ -76,11 +76,21 @@ inline void tap_geometry(int64_t y, int64_t x, int t, T dy, T dx, int64_t H, int
   }
 }
 
+// <a, b> with kLanes independent partial sums: a fixed summation order that the compiler vectorises
+// without -ffast-math (a single running sum is a chain of d dependent additions).
+constexpr int kLanes = 16;
+
 template <typename T>
 inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
+  T part[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= d; c += kLanes)
+    for (int l = 0; l < kLanes; ++l) part[l] += a[c + l] * b[c + l];
   T acc = T(0);
-  for (int64_t c = 0; c < d; ++c) acc += a[c] * b[c];
-  return acc;
+  for (; c < d; ++c) acc += a[c] * b[c];
+  for (int w = kLanes / 2; w > 0; w /= 2)  // pairwise reduction of the lanes
+    for (int l = 0; l < w; ++l) part[l] += part[l + w];
+  return acc + part[0];
 }
 
 template <typename T, int D>

@@ -191,13 +191,7 @@ class DGMN2Attention(nn.Module):
 
 
 class FFN(nn.Module):
-    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv).
-
-    Without autograd (inference) the tokens go through in chunks of ``chunk_tokens``, so the r * C hidden
-    activations of a large map (274 MB for stage 1 at 800 x 1333) never exist at once; the result is the
-    same, as the FFN acts on each token alone.
-    """
-    chunk_tokens = 8192
+    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv)."""
 
     def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.):
         super().__init__()
@@ -206,17 +200,22 @@ class FFN(nn.Module):
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def _forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or x.shape[1] <= self.chunk_tokens:
-            return self._forward(x)
-        return torch.cat([self._forward(c) for c in x.split(self.chunk_tokens, dim=1)], dim=1)
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class DGMN2Block(nn.Module):
-    """A DGMN2 layer (pre-norm): ``x += DropPath(attn(LN(x)))``; ``x += DropPath(ffn(LN(x)))``."""
+    """A DGMN2 layer (pre-norm): ``x += DropPath(attn(LN(x)))``; ``x += DropPath(ffn(LN(x)))``.
+
+    In eval mode without autograd (inference) the same sums are formed in place on the attention's fresh
+    output, and LN + FFN run over chunks of tokens: the r * C hidden activations of a large map (274 MB for
+    stage 1 at 800 x 1333) never exist at once. On CPU a chunk of ``chunk_tokens`` = 1024 tokens keeps them
+    in cache (2-4 MB; 1024 was the fastest of 512-16384 at 800 x 1333), other devices take larger chunks
+    (``chunk_tokens_accel``). The result is the same (every token goes through LN and FFN alone; ``a + b``
+    is ``b + a`` in floating point).
+    """
+    chunk_tokens = 1024
+    chunk_tokens_accel = 16384
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, feat_size: Tuple[int, int],
                  qkv_bias: bool = True, drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
@@ -234,7 +233,17 @@ class DGMN2Block(nn.Module):
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
         return x + self.drop_path(self.ffn(self.norm2(x)))
 
+    def _forward_inference(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        y = self.attn(self.norm1(x), hw_shape)
+        y = (y.clone() if y.data_ptr() == x.data_ptr() else y.contiguous()).add_(x)  # x + attn(LN(x))
+        chunk = self.chunk_tokens if y.device.type == 'cpu' else self.chunk_tokens_accel
+        for c in y.view(-1, y.shape[-1]).split(chunk):  # B N rows, chunks are contiguous views
+            c.add_(self.ffn(self.norm2(c)))  # y + ffn(LN(y)), in place, chunk by chunk
+        return y
+
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
+        if not (self.training or torch.is_grad_enabled()):
+            return self._forward_inference(x, hw_shape)
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
         return self._forward(x, hw_shape)
@@ -243,6 +252,15 @@ class DGMN2Block(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 # Patch embeddings and stages
 # --------------------------------------------------------------------------------------------------------
+def channels_last_(conv: nn.Conv2d) -> nn.Conv2d:
+    """Store a conv's weight channels-last (NHWC), in place. With NHWC weights and inputs oneDNN runs the
+    patch-embedding convs without reordering copies, their outputs stay NHWC, and a stage's (B, N, C)
+    tokens are a view of its patch embedding's output instead of a transposed copy (the stage's output,
+    a view of its (B, N, C) tokens, is NHWC again). Loading a state dict or ``.to()`` keep the layout."""
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    return conv
+
+
 class ConvStem(nn.Module):
     """Stage-1 patch embedding: three 3x3 Conv-Norm-ReLU with strides 2, 1, 2 (total stride 4)."""
 
@@ -250,11 +268,12 @@ class ConvStem(nn.Module):
         super().__init__()
         mid = embed_dims // 2
         for i, (cin, cout, s) in enumerate(((in_channels, mid, 2), (mid, mid, 1), (mid, embed_dims, 2)), 1):
-            self.add_module(f'conv{i}', nn.Conv2d(cin, cout, 3, s, 1, bias=False))
+            self.add_module(f'conv{i}', channels_last_(nn.Conv2d(cin, cout, 3, s, 1, bias=False)))
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg, cout)[1])
         self.act = build_activation_layer(act_cfg)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # see channels_last_
         x = self.act(self.norm1(self.conv1(x)))
         x = self.act(self.norm2(self.conv2(x)))
         return self.act(self.norm3(self.conv3(x)))
@@ -265,7 +284,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, in_channels: int, embed_dims: int, stride: int, norm_cfg: dict, act_cfg: dict):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, embed_dims, 3, stride, 1, bias=False)
+        self.conv = channels_last_(nn.Conv2d(in_channels, embed_dims, 3, stride, 1, bias=False))
         self.norm = build_norm_layer(norm_cfg, embed_dims)[1]
         self.act = build_activation_layer(act_cfg)
 
@@ -284,7 +303,7 @@ class DGMN2Stage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_embed(x)
         B, C, H, W = x.shape
-        x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C), a view when x is channels-last
         for blk in self.blocks:
             x = blk(x, (H, W))
         return x.transpose(1, 2).reshape(B, C, H, W)

@@ -59,6 +59,35 @@ def test_skips_when_present_and_rewrites_on_change(tmp_path):
         assert json.load(f)['sizes']['coco_train'] == 2
 
 
+def test_concurrent_calls_write_the_data_once(tmp_path, monkeypatch):
+    """Two runs started together: the second waits for the first's lock, finds the marker and skips."""
+    import threading
+    import time
+    real, calls = synthetic.make_coco, []
+
+    def slow_make_coco(*args, **kwargs):
+        calls.append(threading.get_ident())
+        time.sleep(0.3)  # the other thread starts meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, 'make_coco', slow_make_coco)
+    out, errors = str(tmp_path / 'shared'), []
+
+    def run():
+        try:
+            make_demo_data(out, seed=0, sizes=SMALL, parts=('coco', ), verbose=False)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    assert len(os.listdir(osp.join(out, 'coco', 'train'))) == SMALL['coco_train']
+
+
 def test_scene_masks_are_the_drawn_shapes():
     rng = np.random.default_rng(3)
     for _ in range(10):

@@ -26,6 +26,7 @@ import math
 import os
 import os.path as osp
 import shutil
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -287,16 +288,40 @@ def make_imagenet(out_dir: str, seed: int = 0, num_train: int = 40, num_val: int
                 _save_png(img, osp.join(out_dir, split, shape, f'{shape}_{i:04d}.png'))
 
 
+@contextmanager
+def _exclusive(lock_path: str):
+    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; a no-op where fcntl does not exist), so
+    that two runs started together (two ``make demo``, parallel test workers) write the data once."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    os.makedirs(osp.dirname(osp.abspath(lock_path)), exist_ok=True)
+    with open(lock_path, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def make_demo_data(out: str = 'data/demo', seed: int = 0, force: bool = False, sizes: Optional[dict] = None,
                    parts: Sequence[str] = ('coco', 'cityscapes', 'imagenet'), verbose: bool = True) -> dict:
     """Write all demo datasets under ``out`` unless ``out/demo_data.json`` says that exactly this (seed,
-    sizes, parts, format version) is already there. Returns the marker's content."""
+    sizes, parts, format version) is already there. Returns the marker's content. Concurrent calls on the
+    same ``out`` are serialised by a lock file ``out.lock``: the later ones find the marker and skip."""
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     unknown = set(sizes) - set(DEFAULT_SIZES)
     if unknown:
         raise ValueError(f'unknown size keys {sorted(unknown)}; known: {sorted(DEFAULT_SIZES)}')
     spec = dict(format_version=FORMAT_VERSION, seed=seed, sizes=sizes, parts=sorted(parts),
                 classes=list(SHAPES))
+    with _exclusive(osp.normpath(out) + '.lock'):
+        return _make_demo_data(out, spec, seed, force, sizes, parts, verbose)
+
+
+def _make_demo_data(out, spec, seed, force, sizes, parts, verbose) -> dict:
     marker = osp.join(out, 'demo_data.json')
     if not force and osp.isfile(marker):
         with open(marker) as f:

@@ -21,7 +21,8 @@ number of stage-1 tokens in both cases. Everything runs in eval mode under ``tor
 
 Time: median of ``--runs`` forwards after ``--warmup`` ones (``--clock wall``: ``perf_counter``;
 ``--clock cpu``: process CPU time, less sensitive to other processes on a shared machine, meaningful
-with ``--threads 1``).
+with ``--threads 1``). The cases of a scope are timed in interleaved rounds (one forward of every case per
+round), so that a drift of the machine's speed during the run does not bias the ratios.
 
 Peak memory (CPU): the growth of the process's resident set during one extra forward: the kernel's
 high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` just before the forward, and
@@ -212,53 +213,83 @@ def count_flops(fn, model) -> float:
     return counter.get_total_flops() + extra[0]
 
 
-def time_ms(fn, runs: int, warmup: int, clock: str, device) -> float:
-    tick = time.process_time if clock == 'cpu' else time.perf_counter
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        sync()
-        t0 = tick()
-        fn()
-        sync()
-        times.append((tick() - t0) * 1e3)
-    return statistics.median(times)
+def build_model(scope, impl, device):
+    torch.manual_seed(0)
+    model = (build_layer(impl) if scope == 'layer' else build_backbone(impl)).to(device)
+    model.eval()  # (mmdet's Swin.train() returns None)
+    return model
 
 
-def make_case(scope, impl, height, width, device):
-    """(model, forward closure, stage-1 tokens) of one benchmark case, in eval mode."""
+def make_input(scope, height, width, device):
     h1, w1 = stage1_hw(height, width)
     torch.manual_seed(0)
     if scope == 'layer':
-        model = build_layer(impl).to(device)
-        model.eval()  # (mmdet's Swin.train() returns None)
-        x = torch.randn(1, h1 * w1, 64, device=device)
-        return model, (lambda: model(x, (h1, w1))), h1 * w1
-    model = build_backbone(impl).to(device)
-    model.eval()
-    x = torch.randn(1, 3, height, width, device=device)
-    return model, (lambda: model(x)), h1 * w1
+        return torch.randn(1, h1 * w1, 64, device=device), (h1, w1)
+    return torch.randn(1, 3, height, width, device=device), None
 
 
-def bench_time(scope, impl, height, width, args, device):
-    """Row with the median time and the FLOPs of one case (``peak_mb`` is filled by :func:`bench_memory`)."""
-    tokens = stage1_hw(height, width)[0] * stage1_hw(height, width)[1]
-    row = dict(scope=scope, impl=impl, height=height, width=width, tokens=tokens, ms_median=float('nan'),
+def forward_fn(model, x, hw):
+    return (lambda: model(x, hw)) if hw is not None else (lambda: model(x))
+
+
+def new_row(scope, impl, height, width, args):
+    h1, w1 = stage1_hw(height, width)
+    row = dict(scope=scope, impl=impl, height=height, width=width, tokens=h1 * w1, ms_median=float('nan'),
                peak_mb=float('nan'), gflops=float('nan'))
-    if estimate_bytes(scope, impl, tokens) > args.mem_limit_gb * 2 ** 30:
-        return dict(row, skipped='memory')
-    with torch.no_grad():
-        model, fn, _ = make_case(scope, impl, height, width, device)
-        row['ms_median'] = time_ms(fn, args.runs, args.warmup, args.clock, device)
-        del model, fn
-        # FLOPs on a 'fast' twin for 'reference' (same maths; the reference einsums would be counted)
-        twin, fn, _ = make_case(scope, 'fast' if impl == 'reference' else impl, height, width, device)
-        row['gflops'] = count_flops(fn, twin) / 1e9
-        del twin, fn
-    gc.collect()
+    if estimate_bytes(scope, impl, h1 * w1) > args.mem_limit_gb * 2 ** 30:
+        row['skipped'] = 'memory'
     return row
+
+
+def time_pass(rows, args, device):
+    """Fill ``ms_median`` of every row of one scope, timed in interleaved rounds.
+
+    Each round runs one forward of every case in turn (``--warmup`` rounds first, then ``--runs`` timed
+    ones) and the median over the rounds is kept. On a shared VM the machine's speed drifts by 10-20 %
+    over minutes (other tenants, clocks); measured one case after the other, such a drift lands on
+    whichever cases ran during it and distorts the ratios between sizes and implementations. Interleaved,
+    it hits every case alike.
+    """
+    tick = time.process_time if args.clock == 'cpu' else time.perf_counter
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    models, inputs, cases = {}, {}, []
+    for r in rows:
+        if r.get('skipped'):
+            continue
+        key = (r['scope'], r['impl'])
+        if key not in models:
+            models[key] = build_model(r['scope'], r['impl'], device)
+        size = (r['scope'], r['height'], r['width'])
+        if size not in inputs:
+            inputs[size] = make_input(*size, device)
+        cases.append((r, forward_fn(models[key], *inputs[size]), []))
+    with torch.no_grad():
+        for rnd in range(args.warmup + args.runs):
+            for row, fn, times in cases:
+                sync()
+                t0 = tick()
+                fn()
+                sync()
+                if rnd >= args.warmup:
+                    times.append((tick() - t0) * 1e3)
+            print(f'  round {rnd + 1}/{args.warmup + args.runs} done', flush=True)
+    for row, _, times in cases:
+        row['ms_median'] = statistics.median(times)
+    del models, inputs, cases
+    gc.collect()
+
+
+def flops_pass(rows, device):
+    """Fill ``gflops``; 'reference' is counted on a 'fast' twin (same maths, the einsums would be counted)."""
+    with torch.no_grad():
+        for r in rows:
+            if r.get('skipped'):
+                continue
+            model = build_model(r['scope'], 'fast' if r['impl'] == 'reference' else r['impl'], device)
+            r['gflops'] = count_flops(forward_fn(model, *make_input(r['scope'], r['height'], r['width'],
+                                                                    device)), model) / 1e9
+            del model
+            gc.collect()
 
 
 def memory_pass(cases, threads, device_name):
@@ -271,7 +302,8 @@ def memory_pass(cases, threads, device_name):
     peaks = []
     for scope, impl, height, width in cases:
         with torch.no_grad():
-            model, fn, _ = make_case(scope, impl, height, width, device)
+            model = build_model(scope, impl, device)
+            fn = forward_fn(model, *make_input(scope, height, width, device))
             fn()  # warm-up: one-time buffers (thread pools, kernel caches) are not activations
             peaks.append(peak_memory_mb(fn, device, libc))
         del model, fn
@@ -399,15 +431,18 @@ def main(argv=None):
     csv_path = os.path.join(args.out, 'attention_benchmark.csv')
     cases = [(scope, impl, size) for scope in scopes for size in args.sizes for impl in args.impls]
     t_start = time.time()
-    # pass 1, time and FLOPs, with the default allocator (what a user runs with)
-    rows = []
-    for scope, impl, size in cases:
-        r = bench_time(scope, impl, size[0], size[1], args, device)
-        rows.append(r)
-        print(f"time     {scope:8s} {impl:12s} {size[0]:5d}x{size[1]:<5d} tokens {r['tokens']:7d}  "
-              f"{r['ms_median']:10.1f} ms  {r['gflops']:8.2f} GFLOPs"
+    # pass 1, time (interleaved rounds per scope) and FLOPs, with the default allocator (what a user runs
+    # with)
+    rows = [new_row(scope, impl, size[0], size[1], args) for scope, impl, size in cases]
+    for scope in scopes:
+        print(f'timing {scope}: {args.warmup} + {args.runs} rounds', flush=True)
+        time_pass([r for r in rows if r['scope'] == scope], args, device)
+    flops_pass(rows, device)
+    for r in rows:
+        print(f"time     {r['scope']:8s} {r['impl']:12s} {r['height']:5d}x{r['width']:<5d} tokens "
+              f"{r['tokens']:7d}  {r['ms_median']:10.1f} ms  {r['gflops']:8.2f} GFLOPs"
               + ('  (skipped: memory)' if r.get('skipped') else ''), flush=True)
-        write_csv(csv_path, rows)
+    write_csv(csv_path, rows)
     # pass 2, peak memory, in a fresh process whose allocator serves blocks > 64 kB with mmap from its start
     # (that setting would inflate the times of pass 1, and set after forwards it finds a fragmented heap)
     todo = [(r['scope'], r['impl'], r['height'], r['width']) for r in rows if not r.get('skipped')]

@@ -344,6 +344,16 @@ def test_patch_embeddings_are_channels_last_and_tokens_are_views():
     fresh.load_state_dict(model.state_dict())  # loading keeps the layout
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
                for m in fresh.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 96))
-    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in outs)
+        stage1 = model.stages[0](x)
+        outs = model(x)
+    assert stage1.is_contiguous(memory_format=torch.channels_last)  # between stages: no copies
+    # the outputs are contiguous NCHW in both modes: ops such as mmcv's RoIAlign read raw NCHW memory
+    # (channels-last outputs made a Mask R-CNN diverge)
+    assert all(o.is_contiguous() for o in outs) and all(o.is_contiguous() for o in model.train()(x))
+    from mmcv.ops import roi_align
+    rois = torch.tensor([[0., 2., 3., 13., 11.], [1., 0., 0., 15., 7.]])
+    expected = roi_align(outs[0].contiguous(memory_format=torch.channels_last).contiguous(), rois, (4, 4),
+                         1., 2, 'avg', True)
+    assert torch.equal(roi_align(outs[0], rois, (4, 4), 1., 2, 'avg', True), expected)

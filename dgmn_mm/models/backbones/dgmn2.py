@@ -256,7 +256,8 @@ def channels_last_(conv: nn.Conv2d) -> nn.Conv2d:
     """Store a conv's weight channels-last (NHWC), in place. With NHWC weights and inputs oneDNN runs the
     patch-embedding convs without reordering copies, their outputs stay NHWC, and a stage's (B, N, C)
     tokens are a view of its patch embedding's output instead of a transposed copy (the stage's output,
-    a view of its (B, N, C) tokens, is NHWC again). Loading a state dict or ``.to()`` keep the layout."""
+    a view of its (B, N, C) tokens, is NHWC again and feeds the next stage as is; the backbone returns
+    NCHW-contiguous copies). Loading a state dict or ``.to()`` keep the layout."""
     conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
     return conv
 
@@ -441,9 +442,10 @@ class DGMN2(BaseModule):
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         outs = []
         for i, stage in enumerate(self.stages):
-            x = stage(x)
+            x = stage(x)  # channels-last between stages (see channels_last_)
             if i in self.out_indices:
-                outs.append(x)
+                # contiguous NCHW, as necks and ops downstream expect (mmcv's RoIAlign reads raw NCHW memory)
+                outs.append(x.contiguous())
         return tuple(outs)
 
     # --- training-mode helpers -------------------------------------------------------------------------

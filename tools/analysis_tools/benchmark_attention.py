@@ -411,7 +411,7 @@ def parse_args(argv=None):
 
 
 def write_csv(path, rows):
-    """Rewritten after each measurement, so that a partial run survives."""
+    """Written after the timing pass and again after the memory pass, so that a partial run survives."""
     with open(path, 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction='ignore')
         w.writeheader()

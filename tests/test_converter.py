@@ -62,7 +62,7 @@ def test_converted_checkpoint_loads_strictly_into_the_imagenet_config(arch, tmp_
     res = run_converter(src, dst)
     assert res.returncode == 0, res.stderr
     assert f'DGMN2-{arch}' in res.stdout
-    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mmpretrain', f'dgmn2-{arch}_8xb128_in1k.py'))
+    cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'mmpretrain', 'dgmn2', f'dgmn2-{arch}_8xb128_in1k.py'))
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(cfg.model)
     ckpt = torch.load(dst, map_location='cpu', weights_only=True)

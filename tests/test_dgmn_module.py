@@ -345,13 +345,13 @@ def test_dgmn_head():
 
 
 MMSEG_CONFIGS = sorted(
-    glob.glob(os.path.join(REPO_ROOT, 'configs/mmseg/dgmn-*_r101-d8_*.py')) + [
-        os.path.join(REPO_ROOT, 'configs/mmseg', n) for n in (
+    glob.glob(os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/dgmn-*_r101-d8_*.py')) + [
+        os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/baselines', n) for n in (
             'fcn_r101-d8_4xb2-40k_cityscapes-769x769.py', 'nonlocal_r101-d8_4xb2-40k_cityscapes-769x769.py',
             'deeplabv3_r101-d8_4xb2-40k_cityscapes-769x769.py',
             'fcn-dcnv2_r101-d8_4xb2-40k_cityscapes-769x769.py')])
-MMDET_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_r*-dgmn*.py')) +
-                       glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_x101*-dgmn*.py')))
+MMDET_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/dgmn/mask-rcnn_r*-dgmn*.py')) +
+                       glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/dgmn/mask-rcnn_x101*-dgmn*.py')))
 
 SEG_SWITCHES = {  # config variant -> (DS, DW, DA)
     'base': (False, False, False), 'da': (False, False, True), 'da-dw': (False, True, True),
@@ -424,7 +424,7 @@ def test_mmdet_config_builds_and_runs(path):
 
 def test_res4_placement_runs_before_last_block():
     """The res4 config applies the module to the input of layer3[-1] and keeps ResNet parameter names."""
-    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/mmdet/mask-rcnn_r50-dgmn-res4_fpn_1x_coco.py'))
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/mmdet/dgmn/mask-rcnn_r50-dgmn-res4_fpn_1x_coco.py'))
     init_default_scope('mmdet')
     bb = MODELS.build(cfg.model.backbone)
     bb.eval()

@@ -347,7 +347,7 @@ def _assert_budget_in_loss(model, losses):
 
 def test_classifier_adds_budget_loss():
     from mmpretrain.structures import DataSample
-    cfg = _cfg('configs/mmpretrain/dit-b1_8xb128_in1k.py')
+    cfg = _cfg('configs/mmpretrain/dit/dit-b1_8xb128_in1k.py')
     cfg.model.head.num_classes = 10
     # mmpretrain's Runner takes the data preprocessor from the config's top level
     cfg.model.data_preprocessor = dict(type='ClsDataPreprocessor', num_classes=10, **{
@@ -363,8 +363,8 @@ def test_classifier_adds_budget_loss():
     _assert_budget_in_loss(model, losses)
 
 
-@pytest.mark.parametrize('config', ['configs/mmdet/retinanet_dit-b1_fpn_1x_coco.py',
-                                    'configs/mmdet/mask-rcnn_dit-b1_fpn_1x_coco.py'])
+@pytest.mark.parametrize('config', ['configs/mmdet/dit/retinanet_dit-b1_fpn_1x_coco.py',
+                                    'configs/mmdet/dit/mask-rcnn_dit-b1_fpn_1x_coco.py'])
 def test_detectors_add_budget_loss(config):
     from mmdet.testing import demo_mm_inputs
     cfg = _cfg(config)
@@ -381,7 +381,7 @@ def test_detectors_add_budget_loss(config):
 def test_segmentor_adds_budget_loss():
     from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
-    cfg = _cfg('configs/mmseg/fpn_dit-b1_4xb4-40k_ade20k-512x512.py')
+    cfg = _cfg('configs/mmseg/dit/fpn_dit-b1_4xb4-40k_ade20k-512x512.py')
     cfg.model.data_preprocessor.size = (64, 64)
     cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
     cfg.model.budget_loss.warmup_iters = 0
@@ -399,7 +399,7 @@ def test_segmentor_adds_budget_loss():
     _assert_budget_in_loss(model, losses)
 
 
-ALL_CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs', '*', '*dit-*.py')))
+ALL_CONFIGS = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs', '*', 'dit', '*dit-*.py')))
 
 
 def test_config_set_is_complete():

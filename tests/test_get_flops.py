@@ -112,9 +112,9 @@ def test_count_flops_on_a_bare_backbone_and_non_square_input():
 
 
 @pytest.mark.parametrize('config', [
-    'configs/mmdet/retinanet_dgmn2-tiny_fpn_1x_coco.py',
-    'configs/mmdet/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py',
-    'configs/mmseg/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py',
+    'configs/mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py',
+    'configs/mmdet/dgmn2/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py',
+    'configs/mmseg/dgmn2/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py',
 ])
 def test_get_flops_cli_on_downstream_configs(config, capsys, tmp_path):
     """The tool runs on detectors and segmentors (small input) and prints params and FLOPs."""
@@ -130,7 +130,7 @@ def test_get_flops_cli_on_downstream_configs(config, capsys, tmp_path):
 
 def test_benchmark_tool_runs(capsys):
     bm = _load_tool('benchmark')
-    res = bm.main([osp.join(REPO, 'configs/mmseg/setr-naive_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py'),
+    res = bm.main([osp.join(REPO, 'configs/mmseg/dgmn2/setr-naive_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py'),
                    '--shape', '64', '64', '--no-pad', '--warmup', '1', '--iters', '2', '--repeats', '3'])
     assert res['images_per_s'] > 0 and len(res['runs']) == 3
     assert 'images/s' in capsys.readouterr().out

@@ -32,22 +32,22 @@ _T6, _T7, _T8, _T9, _T10, _T11 = 'Table 6', 'Table 7', 'Table 8', 'Table 9', 'Ta
 SIZES = ('tiny', 'small', 'medium', 'large')
 PAPER_PARAMS = {}
 for _s, _p in zip(SIZES, (12.1, 21.0, 35.8, 48.3)):
-    PAPER_PARAMS[f'mmpretrain/dgmn2-{_s}_8xb128_in1k.py'] = (_p, 0.01, _T6)
+    PAPER_PARAMS[f'mmpretrain/dgmn2/dgmn2-{_s}_8xb128_in1k.py'] = (_p, 0.01, _T6)
 for _s, _p in zip(SIZES, (21.8, 30.7, 45.6, 57.9)):
-    PAPER_PARAMS[f'mmdet/retinanet_dgmn2-{_s}_fpn_1x_coco.py'] = (_p, 0.02, _T7)
+    PAPER_PARAMS[f'mmdet/dgmn2/retinanet_dgmn2-{_s}_fpn_1x_coco.py'] = (_p, 0.02, _T7)
 for _s, _p in zip(SIZES, (31.8, 40.6, 55.5, 67.9)):
-    PAPER_PARAMS[f'mmdet/mask-rcnn_dgmn2-{_s}_fpn_1x_coco.py'] = (_p, 0.02, _T8)
+    PAPER_PARAMS[f'mmdet/dgmn2/mask-rcnn_dgmn2-{_s}_fpn_1x_coco.py'] = (_p, 0.02, _T8)
 for _s, _p in zip(SIZES[:3], (24.0, 32.9, 47.7)):
-    PAPER_PARAMS[f'mmdet/deformable-detr_dgmn2-{_s}_16xb2-50e_coco.py'] = (_p, 0.05, _T9)
-PAPER_PARAMS['mmdet/deformable-detr-refine-twostage_dgmn2-small_16xb2-50e_coco.py'] = (34.0, 0.05, _T9)
-PAPER_PARAMS['mmdet/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py'] = (102.6, 0.05,
+    PAPER_PARAMS[f'mmdet/dgmn2/deformable-detr_dgmn2-{_s}_16xb2-50e_coco.py'] = (_p, 0.05, _T9)
+PAPER_PARAMS['mmdet/dgmn2/deformable-detr-refine-twostage_dgmn2-small_16xb2-50e_coco.py'] = (34.0, 0.05, _T9)
+PAPER_PARAMS['mmdet/dgmn2/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py'] = (102.6, 0.05,
                                                                                                 _T10)
 for _head, _ps, _tol in (('fpn', (15.84, 24.71, 39.55, 52.02), 0.02),
                          ('setr-naive', (11.60, 20.47, 35.31, 47.78), 0.05),
                          ('setr-pup', (13.95, 22.82, 37.67, 50.14), 0.05),
                          ('setr-mla', (13.37, 22.24, 37.08, 49.56), 0.05)):
     for _s, _p in zip(SIZES, _ps):
-        PAPER_PARAMS[f'mmseg/{_head}_dgmn2-{_s}_4xb2-40k_cityscapes-769x769.py'] = (_p, _tol, _T11)
+        PAPER_PARAMS[f'mmseg/dgmn2/{_head}_dgmn2-{_s}_4xb2-40k_cityscapes-769x769.py'] = (_p, _tol, _T11)
 
 
 def rel(path):
@@ -146,15 +146,15 @@ SEG_TINY = {
     'model.test_cfg': dict(mode='whole'),
 }
 SMOKE = {
-    'mmdet/retinanet_dgmn2-tiny_fpn_1x_coco.py': TINY,
-    'mmdet/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py': TINY,
-    'mmdet/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py': {
+    'mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py': TINY,
+    'mmdet/dgmn2/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py': TINY,
+    'mmdet/dgmn2/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py': {
         **TINY, 'model.num_queries': 20, 'model.test_cfg.max_per_img': 10},
-    'mmdet/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py': {
+    'mmdet/dgmn2/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py': {
         **TINY, 'model.rpn_head.num_proposals': 20, 'model.test_cfg.rcnn.max_per_img': 20},
-    'mmseg/fpn_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
-    'mmseg/setr-pup_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
-    'mmseg/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
+    'mmseg/dgmn2/fpn_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
+    'mmseg/dgmn2/setr-pup_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
+    'mmseg/dgmn2/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
 }
 
 

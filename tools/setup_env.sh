@@ -100,6 +100,13 @@ has regex '>=0' || need+=(regex)
 has pytest '>=7' || need+=("pytest>=7")
 has pycocotools '>=2' || need+=(pycocotools)
 has matplotlib '>=3' || need+=(matplotlib)
+# export and deployment (ONNX), the OpenMMLab package manager, mmdet's benchmark tool, property tests
+has onnx '>=1.16' || need+=("onnx>=1.16")
+has onnxscript '>=0.2' || need+=("onnxscript>=0.2")
+has onnxruntime '>=1.18' || need+=("onnxruntime>=1.18")
+has openmim '>=0.3' || need+=("openmim>=0.3")
+has psutil '>=5' || need+=(psutil)
+has hypothesis '>=6' || need+=("hypothesis>=6")
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   # mmcv is already there: keep pip from touching it or torch

@@ -5,7 +5,7 @@
 
 SRC may be a bare state dict or one wrapped in ``model`` (the official trainer's files) or
 ``state_dict``. DST is an mmengine checkpoint (``{'state_dict': ..., 'meta': ...}``) that loads with
-``strict=True`` into the model of ``configs/mmpretrain/dgmn2-<arch>_8xb128_in1k.py`` (``backbone.*`` and
+``strict=True`` into the model of ``configs/mmpretrain/dgmn2/dgmn2-<arch>_8xb128_in1k.py`` (``backbone.*`` and
 ``head.fc.*``); detection and segmentation configs load its backbone part through
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
 

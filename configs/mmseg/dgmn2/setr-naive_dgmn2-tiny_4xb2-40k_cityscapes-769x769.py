@@ -5,7 +5,7 @@
 # The backbone in the stride-8 mode (strides (4, 2, 1, 1): stages 3-4 stay at stride 8, same weights);
 # the naive head is SETR's: input LayerNorm, 1x1 conv_seg on the stage-4 map, bilinear upsampling to the
 # label size (mmseg's SETRUPHead with num_convs=0).
-_base_ = ['mmseg::_base_/models/setr_naive.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
+_base_ = ['mmseg::_base_/models/setr_naive.py', '../_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -6,7 +6,7 @@
 # the parameter-free MultiLevelResize neck brings stage 1 to the stride-8 size (SETRMLAHead needs equal
 # sizes); SETRMLAHead takes the stage maps directly: per level two 3x3 Conv-BN-ReLU of 128 channels, x4
 # upsampling, concatenation, conv_seg (as the official 'decode_head_multi' head; no MLA neck).
-_base_ = ['mmseg::_base_/models/setr_mla.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
+_base_ = ['mmseg::_base_/models/setr_mla.py', '../_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

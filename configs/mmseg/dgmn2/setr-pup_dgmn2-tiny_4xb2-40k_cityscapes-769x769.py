@@ -7,7 +7,7 @@
 # then conv_seg. Three, not four: the paper's Table 11 implies exactly this head both in parameters (2.365M
 # on top of the naive model) and in FLOPs (~125G at 769x769); a fourth 256->256 conv would add 0.59M
 # parameters and ~355 GFLOPs at stride 1/2 (see the README (model zoo)).
-_base_ = ['mmseg::_base_/models/setr_pup.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
+_base_ = ['mmseg::_base_/models/setr_pup.py', '../_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -3,7 +3,7 @@
 # images, 40k iters, AdamW lr 1e-4 wd 1e-4, poly 0.9 to 0, SyncBN, slide test 769 / stride 513, no
 # auxiliary heads.
 # The backbone in its pyramid mode (strides 4/8/16/32); FPN 4 levels of 256, FPNHead 128 channels.
-_base_ = ['mmseg::_base_/models/fpn_r50.py', './_base_/dgmn2_cityscapes-769x769_40k.py']
+_base_ = ['mmseg::_base_/models/fpn_r50.py', '../_base_/dgmn2_cityscapes-769x769_40k.py']
 
 crop_size = (769, 769)
 norm_cfg = dict(type='SyncBN', requires_grad=True)

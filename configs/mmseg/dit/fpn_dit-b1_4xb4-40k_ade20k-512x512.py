@@ -1,7 +1,7 @@
 # Semantic FPN + DiT-B1 (our reconstruction of arXiv 2308.03409) on ADE20K. Paper Table 5: 32.7 GFLOPs,
 # 45.0 mIoU. Recipe (paper Sec. 4.3): 4 GPUs x 4 images, 40k iterations, AdamW lr 1e-4 wd 1e-4, poly 0.9,
 # random resize and 512x512 crops; test: short side 512. ImageNet pre-trained backbone (the checkpoint
-# written by configs/mmpretrain/dit-b1_8xb128_in1k.py). Budget: the classification mu [R], lambda_C ramps
+# written by configs/mmpretrain/dit/dit-b1_8xb128_in1k.py). Budget: the classification mu [R], lambda_C ramps
 # over the first 5% (2000) of the iterations.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',

@@ -113,7 +113,7 @@ def test_count_flops_on_a_bare_backbone_and_non_square_input():
 
 @pytest.mark.parametrize('config', [
     'configs/mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py',
-    'configs/mmdet/dgmn2/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py',
+    'configs/mmdet/dgmn2/deformable-detr_dgmn2-tiny_8xb2-50e_coco.py',
     'configs/mmseg/dgmn2/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py',
 ])
 def test_get_flops_cli_on_downstream_configs(config, capsys, tmp_path):

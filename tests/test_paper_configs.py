@@ -38,8 +38,8 @@ for _s, _p in zip(SIZES, (21.8, 30.7, 45.6, 57.9)):
 for _s, _p in zip(SIZES, (31.8, 40.6, 55.5, 67.9)):
     PAPER_PARAMS[f'mmdet/dgmn2/mask-rcnn_dgmn2-{_s}_fpn_1x_coco.py'] = (_p, 0.02, _T8)
 for _s, _p in zip(SIZES[:3], (24.0, 32.9, 47.7)):
-    PAPER_PARAMS[f'mmdet/dgmn2/deformable-detr_dgmn2-{_s}_16xb2-50e_coco.py'] = (_p, 0.05, _T9)
-PAPER_PARAMS['mmdet/dgmn2/deformable-detr-refine-twostage_dgmn2-small_16xb2-50e_coco.py'] = (34.0, 0.05, _T9)
+    PAPER_PARAMS[f'mmdet/dgmn2/deformable-detr_dgmn2-{_s}_8xb2-50e_coco.py'] = (_p, 0.05, _T9)
+PAPER_PARAMS['mmdet/dgmn2/deformable-detr-refine-twostage_dgmn2-small_8xb2-50e_coco.py'] = (34.0, 0.05, _T9)
 PAPER_PARAMS['mmdet/dgmn2/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py'] = (102.6, 0.05,
                                                                                                 _T10)
 for _head, _ps, _tol in (('fpn', (15.84, 24.71, 39.55, 52.02), 0.02),
@@ -148,7 +148,7 @@ SEG_TINY = {
 SMOKE = {
     'mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py': TINY,
     'mmdet/dgmn2/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py': TINY,
-    'mmdet/dgmn2/deformable-detr_dgmn2-tiny_16xb2-50e_coco.py': {
+    'mmdet/dgmn2/deformable-detr_dgmn2-tiny_8xb2-50e_coco.py': {
         **TINY, 'model.num_queries': 20, 'model.test_cfg.max_per_img': 10},
     'mmdet/dgmn2/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py': {
         **TINY, 'model.rpn_head.num_proposals': 20, 'model.test_cfg.rcnn.max_per_img': 20},

@@ -1,4 +1,4 @@
-"""The synthetic demo data (dgmn_mm/datasets/synthetic.py) and `tools/demo.py --quick` end to end."""
+"""The synthetic demo data (dgmn_mm/demo_data.py) and `tools/demo.py --quick` end to end."""
 import filecmp
 import json
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dgmn_mm.datasets import synthetic
-from dgmn_mm.datasets.synthetic import (CITYSCAPES_BACKGROUND_IDS, CITYSCAPES_SHAPE_IDS, COLOURS, SHAPES,
+from dgmn_mm import demo_data as synthetic
+from dgmn_mm.demo_data import (CITYSCAPES_BACKGROUND_IDS, CITYSCAPES_SHAPE_IDS, COLOURS, SHAPES,
                                         draw_scene, make_demo_data, mask_to_rle, polygon_area, rle_to_mask)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -50,7 +50,7 @@ def parse_args(argv=None):
 def build_cfg(args):
     from mmengine.config import Config
 
-    from dgmn_mm.datasets.synthetic import DEFAULT_SIZES
+    from dgmn_mm.demo_data import DEFAULT_SIZES
 
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options)
@@ -172,7 +172,7 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.time()
 
-    from dgmn_mm.datasets.synthetic import make_demo_data
+    from dgmn_mm.demo_data import make_demo_data
 
     cfg, data_root, sizes = build_cfg(args)
     print(f'[demo] 1/4 synthetic data in {data_root}', flush=True)

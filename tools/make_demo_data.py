@@ -4,17 +4,9 @@
 Skips the work when ``<out>/demo_data.json`` shows the same seed and sizes were already written.
 """
 import argparse
-import importlib.util
-import os.path as osp
 import time
 
-# Load the generator straight from its file: it needs only numpy and PIL, so this tool neither imports torch
-# nor the OpenMMLab packages (``import dgmn_mm`` would), and it runs from a clone without installing.
-_path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'dgmn_mm', 'datasets', 'synthetic.py')
-_spec = importlib.util.spec_from_file_location('dgmn_mm_synthetic', _path)
-synthetic = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(synthetic)
-DEFAULT_SIZES, make_demo_data = synthetic.DEFAULT_SIZES, synthetic.make_demo_data
+from dgmn_mm.demo_data import DEFAULT_SIZES, make_demo_data
 
 
 def parse_args(argv=None):

@@ -1,4 +1,4 @@
-"""A small synthetic dataset that needs no download: shapes on textured backgrounds.
+"""The demo-data generator: small synthetic datasets that need no download, shapes on textured backgrounds.
 
 :func:`make_demo_data` writes, deterministically from a seed (numpy + PIL only)::
 

@@ -1,3 +1,11 @@
-from .dgmn_head import DGMNHead
+"""Decode heads. :class:`DGMNHead` subclasses mmseg's ``FCNHead``: registered only when mmsegmentation is
+installed (otherwise a placeholder asks for ``pip install "dgmn_mm[mmseg]"``, see :mod:`dgmn_mm.registry`)."""
+from ...registry import codebase_available, register_missing
 
-__all__ = ['DGMNHead']
+__all__ = []
+
+if codebase_available('mmseg'):
+    from .dgmn_head import DGMNHead  # noqa: F401
+    __all__.append('DGMNHead')
+else:
+    register_missing('DGMNHead', 'mmseg')

@@ -1,0 +1,408 @@
+"""Triton kernels of the DGMN2 sampled attention (forward and hand-written backward).
+
+The maths (Zhang et al., "Dynamic Graph Message Passing Networks for Visual Recognition", TPAMI 2022,
+Sec. 4, Eqs. 4, 8 and 9; official code github.com/fudan-zvg/DGMN2): for every batch b, head j and query
+n = (y, x) of an H x W map, the K = 9 taps t = (a, c) of the 3 x 3 neighbourhood move by the predicted walks
+(dy_t, dx_t)::
+
+    p_t      = (y - 1 + a + dy_t, x - 1 + c + dx_t)                  (pixels)
+    k_t, v_t = bilinear samples of the key / value maps at p_t         (zeros outside the map, DCNv1 rule)
+    l_t      = scale * <q_n, k_t> + pos[b, j, n, t]
+    out[n]   = sum_t softmax(l)_t v_t
+
+Tensor contracts (the same as the C++ extension ``forward`` / ``backward``):
+
+* ``qkv`` (B, N, 3C), N = H W, channels ``[q | k | v]``, each split into h chunks of d = C / h (the output of
+  the attention's ``qkv`` Linear, read in place: channels-last, so a bilinear corner is d contiguous numbers);
+* ``walk`` (B, N, h, 18): (dy, dx) pairs per tap, in pixels;
+* ``pos`` (B, h, N, 9): the relative-position term added to the logits;
+* ``out`` (B, N, C): the layout the ``proj`` Linear consumes; ``attn`` (B, h, N, 9): the softmax weights.
+
+Kernel design
+-------------
+* Grid ``(cdiv(N, BLOCK_N), B * h)``: one program per block of BLOCK_N consecutive queries of one
+  (batch, head). Neighbouring programs work on neighbouring queries, whose bilinear corners overlap, so the
+  gathers of one wave of programs hit the same cache lines. Each program holds its queries' q rows as a
+  (BLOCK_N, BLOCK_D) tile, BLOCK_D = next power of two >= d with the extra lanes masked (any d works; the
+  DGMN2 models use d = 64: C / h = 64/1, 128/2, 320/5, 512/8).
+* Every corner read is a (BLOCK_N, BLOCK_D) gather whose rows are d contiguous numbers of qkv (coalesced);
+  the pos / attn tiles are (BLOCK_N, 16) reads of 9 contiguous numbers per query, the walks 18 per query.
+* Forward: pass 1 samples the 9 keys, forms the 9 logits in a (BLOCK_N, 16) register tile (lanes 9..15 at
+  -inf) and takes the softmax; pass 2 recomputes the 9 sampling positions and accumulates ``a_t w_k v_k``
+  over taps and corners. Nothing of size N x 9 x d is ever in memory; the only extra output is ``attn``
+  (B, h, N, 9) in fp32, which the backward needs.
+* Backward: recomputes the sampling from qkv, the walks and ``attn``. Pass 1 gets ``dL/da_t = <g_out,
+  v_t>``, the softmax backward gives ``dL/dl_t`` (the pos gradient); pass 2 accumulates the q gradient in
+  registers (each program owns its queries' q rows: plain store), forms the walk gradient per query
+  (owned too: plain store) and scatters the key and value gradients into the sampled corners' rows with
+  ``tl.atomic_add`` on an fp32 buffer (corners of different queries collide, so atomics are needed).
+* Precision: qkv may be fp32, fp16 or bf16; walks and pos fp32, fp16 or bf16; everything is computed and
+  accumulated in fp32 (float64 is refused: use the C++ or PyTorch path for it).
+* Sampling positions follow the very same float steps as the PyTorch reference on CPU
+  (``node_sampling.walk_to_grid``, then ATen's CPU ``grid_sampler`` un-normalisation with
+  align_corners=False): ``g = (2 p + 1) / size - 1``, ``i = (g + 1) * (size / 2) - 0.5``, with IEEE
+  division (``tl.math.div_rn``) and, on a GPU, the kernels compiled with ``enable_fp_fusion=False`` so no
+  step is contracted into an FMA. The positions are therefore bit-identical to the C++ kernel's and the
+  reference's on CPU. This matters for the walk gradient, which is one-sided at integer positions (zero
+  walks at initialisation). ATen's CUDA ``grid_sampler`` un-normalises as ``((g + 1) size - 1) / 2``, so a
+  PyTorch reference run on a GPU may sample up to an ulp apart.
+
+Determinism: the forward, the q, pos and walk gradients are deterministic. The key/value gradients are
+summed with floating-point atomics in an order that depends on the GPU's scheduling, so they may differ
+in the last bits from run to run on a GPU (under the CPU interpreter programs run in a fixed order).
+
+On CPU tensors (or with ``TRITON_INTERPRET=1``) the kernels run under Triton's interpreter (numpy, one
+program at a time): correct but slow, meant for testing. NOT measured: no GPU was available when this was
+written, so the speed and memory on CUDA are unmeasured; the kernels were only run under the interpreter,
+and the BLOCK_N / num_warps choices below are educated defaults, not tuned.
+"""
+import os
+from typing import Dict, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+__all__ = ['sampled_attention_fwd', 'sampled_attention_bwd']
+
+NUM_TAPS = 9  # K: the 3 x 3 neighbourhood
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Kernels. They are plain functions, wrapped on first use as a compiled ``JITFunction`` (CUDA tensors) or
+# as an ``InterpretedFunction`` (CPU tensors or TRITON_INTERPRET=1), so the same module serves both without
+# depending on the environment at import time. The tap geometry is written out in each kernel (a jit helper
+# cannot be shared between an interpreted and a compiled kernel).
+# --------------------------------------------------------------------------------------------------------
+def _sampled_attention_fwd_kernel(
+        qkv_ptr, walk_ptr, pos_ptr, out_ptr, attn_ptr,
+        N, H, W, C, NH, D, Hf, Wf, scale,
+        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bj = tl.program_id(1)
+    b = (bj // NH).to(tl.int64)
+    j = bj % NH
+    C3 = 3 * C
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    taps = tl.arange(0, 16)  # 9 taps padded to 16 lanes
+    nt_mask = nmask[:, None] & (taps < 9)[None, :]
+    qkv_b = qkv_ptr + b * N * C3
+    q = tl.load(qkv_b + offs_n.to(tl.int64)[:, None] * C3 + j * D + offs_d[None, :],
+                mask=nmask[:, None] & dmask[None, :], other=0.).to(tl.float32)
+    # ---- sampling geometry of the (BLOCK_N, 16) (query, tap) pairs: node_sampling.walk_to_grid followed by
+    # ATen's CPU grid_sampler un-normalisation (align_corners=False), the same float steps
+    walk_off = (((b * N + offs_n) * NH + j) * 18)[:, None] + 2 * taps[None, :]
+    dy = tl.load(walk_ptr + walk_off, mask=nt_mask, other=0.).to(tl.float32)
+    dx = tl.load(walk_ptr + walk_off + 1, mask=nt_mask, other=0.).to(tl.float32)
+    hv = tl.full((BLOCK_N, 16), 0., tl.float32) + Hf
+    wv = tl.full((BLOCK_N, 16), 0., tl.float32) + Wf
+    py = ((offs_n // W)[:, None] + (taps // 3 - 1)[None, :]).to(tl.float32) + dy
+    px = ((offs_n % W)[:, None] + (taps % 3 - 1)[None, :]).to(tl.float32) + dx
+    iy = (tl.math.div_rn(2. * py + 1., hv) - 1. + 1.) * (Hf * 0.5) - 0.5
+    ix = (tl.math.div_rn(2. * px + 1., wv) - 1. + 1.) * (Wf * 0.5) - 0.5
+    inside = nt_mask & (iy > -1.) & (iy < Hf) & (ix > -1.) & (ix < Wf)  # DCNv1 rule: else all zero
+    iy = tl.where(inside, iy, 0.)
+    ix = tl.where(inside, ix, 0.)
+    y0f = tl.floor(iy)
+    x0f = tl.floor(ix)
+    dn = iy - y0f
+    dw = ix - x0f
+    ds = 1. - dn
+    de = 1. - dw
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    # ---- pass 1: sampled keys (BLOCK_N, 16, BLOCK_D) -> logits -> softmax
+    k_base = qkv_b + C + j * D
+    v_base = qkv_b + 2 * C + j * D
+    ks = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
+    for k in tl.static_range(4):
+        yk = y0 + k // 2
+        xk = x0 + k % 2
+        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
+        roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
+        krow = tl.load(k_base + roff, mask=valid[:, :, None] & dmask[None, None, :], other=0.).to(tl.float32)
+        ks += wk[:, :, None] * krow
+    attn_off = (((b * NH + j) * N + offs_n) * 9)[:, None] + taps[None, :]
+    pos = tl.load(pos_ptr + attn_off, mask=nt_mask, other=0.).to(tl.float32)
+    logits = tl.reduce(q[:, None, :] * ks, 2, tl.standard._sum_combine) * scale + pos
+    logits = tl.where((taps < 9)[None, :], logits, float('-inf'))
+    mx = tl.reduce(logits, 1, tl.standard._elementwise_max)
+    e = tl.exp(logits - mx[:, None])
+    p = e / tl.reduce(e, 1, tl.standard._sum_combine)[:, None]
+    tl.store(attn_ptr + attn_off, p, mask=nt_mask)
+    # ---- pass 2: out = sum_t a_t sum_k w_k v_k at the same positions
+    acc = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
+    for k in tl.static_range(4):
+        yk = y0 + k // 2
+        xk = x0 + k % 2
+        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
+        roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
+        vrow = tl.load(v_base + roff, mask=valid[:, :, None] & dmask[None, None, :], other=0.).to(tl.float32)
+        acc += (p * wk)[:, :, None] * vrow
+    out = tl.reduce(acc, 1, tl.standard._sum_combine)
+    out_ptrs = out_ptr + (b * N + offs_n)[:, None] * C + j * D + offs_d[None, :]
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=nmask[:, None] & dmask[None, :])
+
+
+def _sampled_attention_bwd_kernel(
+        gout_ptr, qkv_ptr, walk_ptr, attn_ptr, gqkv_ptr, gwalk_ptr, gpos_ptr,
+        N, H, W, C, NH, D, Hf, Wf, scale,
+        NEED_WALK: tl.constexpr, NEED_POS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bj = tl.program_id(1)
+    b = (bj // NH).to(tl.int64)
+    j = bj % NH
+    C3 = 3 * C
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    nd_mask = nmask[:, None] & dmask[None, :]
+    taps = tl.arange(0, 16)
+    nt_mask = nmask[:, None] & (taps < 9)[None, :]
+    qkv_b = qkv_ptr + b * N * C3
+    gqkv_b = gqkv_ptr + b * N * C3
+    q_off = offs_n.to(tl.int64)[:, None] * C3 + j * D + offs_d[None, :]
+    q = tl.load(qkv_b + q_off, mask=nd_mask, other=0.).to(tl.float32)
+    go = tl.load(gout_ptr + (b * N + offs_n)[:, None] * C + j * D + offs_d[None, :], mask=nd_mask,
+                 other=0.).to(tl.float32)
+    attn_off = (((b * NH + j) * N + offs_n) * 9)[:, None] + taps[None, :]
+    p = tl.load(attn_ptr + attn_off, mask=nt_mask, other=0.).to(tl.float32)
+    # ---- the forward's sampling geometry, recomputed
+    walk_off = (((b * N + offs_n) * NH + j) * 18)[:, None] + 2 * taps[None, :]
+    dy = tl.load(walk_ptr + walk_off, mask=nt_mask, other=0.).to(tl.float32)
+    dx = tl.load(walk_ptr + walk_off + 1, mask=nt_mask, other=0.).to(tl.float32)
+    hv = tl.full((BLOCK_N, 16), 0., tl.float32) + Hf
+    wv = tl.full((BLOCK_N, 16), 0., tl.float32) + Wf
+    py = ((offs_n // W)[:, None] + (taps // 3 - 1)[None, :]).to(tl.float32) + dy
+    px = ((offs_n % W)[:, None] + (taps % 3 - 1)[None, :]).to(tl.float32) + dx
+    iy = (tl.math.div_rn(2. * py + 1., hv) - 1. + 1.) * (Hf * 0.5) - 0.5
+    ix = (tl.math.div_rn(2. * px + 1., wv) - 1. + 1.) * (Wf * 0.5) - 0.5
+    inside = nt_mask & (iy > -1.) & (iy < Hf) & (ix > -1.) & (ix < Wf)
+    iy = tl.where(inside, iy, 0.)
+    ix = tl.where(inside, ix, 0.)
+    y0f = tl.floor(iy)
+    x0f = tl.floor(ix)
+    dn = iy - y0f
+    dw = ix - x0f
+    ds = 1. - dn
+    de = 1. - dw
+    y0 = y0f.to(tl.int32)
+    x0 = x0f.to(tl.int32)
+    k_base = qkv_b + C + j * D
+    v_base = qkv_b + 2 * C + j * D
+    gk_base = gqkv_b + C + j * D
+    gv_base = gqkv_b + 2 * C + j * D
+    # ---- pass 1 (gathers): sampled keys, dL/da_t = <g_out, v_t>, the value gradient (needs only a_t) and,
+    # for the walks, sum_k dw_k/d(ix, iy) <q, k_k> and likewise <g_out, v_k>
+    ks = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
+    ga = tl.full((BLOCK_N, 16), 0., tl.float32)
+    qx = tl.full((BLOCK_N, 16), 0., tl.float32)
+    qy = tl.full((BLOCK_N, 16), 0., tl.float32)
+    vx = tl.full((BLOCK_N, 16), 0., tl.float32)
+    vy = tl.full((BLOCK_N, 16), 0., tl.float32)
+    for k in tl.static_range(4):
+        yk = y0 + k // 2
+        xk = x0 + k % 2
+        wy = ds if k // 2 == 0 else dn
+        wx = de if k % 2 == 0 else dw
+        wk = wy * wx
+        valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
+        cmask = valid[:, :, None] & dmask[None, None, :]
+        roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
+        krow = tl.load(k_base + roff, mask=cmask, other=0.).to(tl.float32)
+        vrow = tl.load(v_base + roff, mask=cmask, other=0.).to(tl.float32)
+        ks += wk[:, :, None] * krow
+        gvd = tl.reduce(go[:, None, :] * vrow, 2, tl.standard._sum_combine)
+        ga += wk * gvd
+        # values: out = sum_t a_t sum_k w_k v_k
+        tl.atomic_add(gv_base + roff, (p * wk)[:, :, None] * go[:, None, :], mask=cmask, sem='relaxed')
+        if NEED_WALK:
+            # w_k = wy * wx with wx = 1 - dw (west corners) or dw (east), wy = 1 - dn (north) or dn (south)
+            qk = tl.reduce(q[:, None, :] * krow, 2, tl.standard._sum_combine)
+            if k % 2 == 0:
+                qx -= wy * qk
+                vx -= wy * gvd
+            else:
+                qx += wy * qk
+                vx += wy * gvd
+            if k // 2 == 0:
+                qy -= wx * qk
+                vy -= wx * gvd
+            else:
+                qy += wx * qk
+                vy += wx * gvd
+    # ---- softmax backward: dL/dl_t = a_t (dL/da_t - sum_s a_s dL/da_s)
+    s = tl.reduce(p * ga, 1, tl.standard._sum_combine)
+    gl = p * (ga - s[:, None])
+    if NEED_POS:
+        tl.store(gpos_ptr + attn_off, gl, mask=nt_mask)
+    gls = gl * scale
+    # queries (owned by this program): l_t = scale <q, k_t>
+    gq = tl.reduce(gls[:, :, None] * ks, 1, tl.standard._sum_combine)
+    tl.store(gqkv_b + q_off, gq, mask=nd_mask)
+    # ---- pass 2 (scatter): key gradient gls_t w_k q into the sampled rows
+    for k in tl.static_range(4):
+        yk = y0 + k // 2
+        xk = x0 + k % 2
+        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
+        roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
+        tl.atomic_add(gk_base + roff, (gls * wk)[:, :, None] * q[:, None, :],
+                      mask=valid[:, :, None] & dmask[None, None, :], sem='relaxed')
+    if NEED_WALK:
+        # d(w_k)/d(ix, iy) sums, then the chain through the normalisation as autograd does in the reference:
+        # i = (g + 1) (size / 2) - 0.5 ; g = (2 p + 1) / size - 1 ; p = base + walk
+        gix = gls * qx + p * vx
+        giy = gls * qy + p * vy
+        gwy = tl.where(inside, tl.math.div_rn(giy * (Hf * 0.5), hv) * 2., 0.)
+        gwx = tl.where(inside, tl.math.div_rn(gix * (Wf * 0.5), wv) * 2., 0.)
+        tl.store(gwalk_ptr + walk_off, gwy, mask=nt_mask)
+        tl.store(gwalk_ptr + walk_off + 1, gwx, mask=nt_mask)
+
+
+_KERNEL_SOURCES = {'fwd': _sampled_attention_fwd_kernel, 'bwd': _sampled_attention_bwd_kernel}
+_KERNELS: Dict[Tuple[str, bool], object] = {}
+
+
+def _use_interpreter(t: Tensor) -> bool:
+    """CPU tensors always run under Triton's interpreter; ``TRITON_INTERPRET=1`` forces it for any device."""
+    return t.device.type == 'cpu' or os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def _kernel(name: str, interpret: bool):
+    key = (name, interpret)
+    if key not in _KERNELS:
+        fn = _KERNEL_SOURCES[name]
+        if interpret:
+            from triton.runtime.interpreter import InterpretedFunction
+            _KERNELS[key] = InterpretedFunction(fn)
+        else:
+            from triton.runtime.jit import JITFunction
+            _KERNELS[key] = JITFunction(fn)
+    return _KERNELS[key]
+
+
+def _launch_config(N: int, d: int, interpret: bool) -> Tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, num_warps). A program's main tiles are (BLOCK_N, 16, BLOCK_D): on a GPU about 4K
+    fp32 numbers each (BLOCK_N = 4 queries for d = 64, 32 numbers per thread with 4 warps; two or three such
+    tiles are live at once). Under the interpreter every operation costs a fixed Python overhead, so
+    fewer, larger programs are faster."""
+    block_d = triton.next_power_of_2(max(1, d))
+    if interpret:
+        return min(64, triton.next_power_of_2(max(1, N))), block_d, 4
+    return max(1, min(16, 4096 // (16 * block_d))), block_d, 4
+
+
+def _check(qkv: Tensor, walk: Tensor, H: int, W: int, num_heads: int) -> Tuple[int, int, int, int]:
+    if not isinstance(qkv, Tensor) or not isinstance(walk, Tensor):
+        raise TypeError('qkv and walk must be tensors')
+    if not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f'num_heads must be a positive int, got {num_heads!r}')
+    if qkv.dim() != 3 or qkv.size(2) % (3 * num_heads) != 0:
+        raise ValueError(f'qkv must be (B, N, 3C) with C divisible by num_heads={num_heads}, '
+                         f'got {tuple(qkv.shape)}')
+    B, N, C3 = qkv.shape
+    if N != H * W:
+        raise ValueError(f'qkv has N = {N} tokens, expected H * W = {H} * {W} = {H * W}')
+    if tuple(walk.shape) != (B, N, num_heads, 2 * NUM_TAPS):
+        raise ValueError(f'walk must be (B, N, h, 18) = {(B, N, num_heads, 2 * NUM_TAPS)}, '
+                         f'got {tuple(walk.shape)}')
+    for name, t in (('qkv', qkv), ('walk', walk)):
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f'{name} must be float32, float16 or bfloat16, got {t.dtype}')
+        if t.device != qkv.device:
+            raise ValueError(f'{name} is on {t.device}, qkv on {qkv.device}')
+    C = C3 // 3
+    return B, N, C, C // num_heads
+
+
+def sampled_attention_fwd(qkv: Tensor, walk: Tensor, pos: Tensor, H: int, W: int, num_heads: int,
+                          scale: float) -> Tuple[Tensor, Tensor]:
+    """Forward of the DGMN2 sampled attention.
+
+    Args:
+        qkv (Tensor): (B, N, 3C), N = H * W, channels [q | k | v], each h chunks of d. float32, float16 or
+            bfloat16.
+        walk (Tensor): (B, N, h, 18) walks as (dy, dx) pairs per tap, in pixels. float32/16, bfloat16.
+        pos (Tensor): (B, h, N, 9) relative-position logits. float32/16, bfloat16.
+        H (int), W (int): the map size.
+        num_heads (int): h.
+        scale (float): multiplies <q, k> (``d ** -0.5`` in DGMN2).
+
+    Returns:
+        tuple[Tensor, Tensor]: ``out`` (B, N, C) in qkv's dtype (accumulated in fp32) and ``attn``
+        (B, h, N, 9) the softmax weights in float32 (saved for the backward).
+    """
+    B, N, C, d = _check(qkv, walk, H, W, num_heads)
+    if not isinstance(pos, Tensor) or tuple(pos.shape) != (B, num_heads, N, NUM_TAPS):
+        raise ValueError(f'pos must be a (B, h, N, 9) = {(B, num_heads, N, NUM_TAPS)} tensor, got '
+                         f'{tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__}')
+    if pos.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f'pos must be float32, float16 or bfloat16, got {pos.dtype}')
+    qkv, walk, pos = qkv.contiguous(), walk.contiguous(), pos.contiguous()
+    out = torch.empty(B, N, C, device=qkv.device, dtype=qkv.dtype)
+    attn = torch.empty(B, num_heads, N, NUM_TAPS, device=qkv.device, dtype=torch.float32)
+    if out.numel() == 0:
+        return out, attn
+    interpret = _use_interpreter(qkv)
+    block_n, block_d, num_warps = _launch_config(N, d, interpret)
+    grid = (triton.cdiv(N, block_n), B * num_heads)
+    _kernel('fwd', interpret)[grid](
+        qkv, walk, pos, out, attn, N, H, W, C, num_heads, d, float(H), float(W), float(scale),
+        BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps, enable_fp_fusion=False)
+    return out, attn
+
+
+def sampled_attention_bwd(grad_out: Tensor, qkv: Tensor, walk: Tensor, attn: Tensor, H: int, W: int,
+                          num_heads: int, scale: float, need_walk_grad: bool = True,
+                          need_pos_grad: bool = True) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Backward of :func:`sampled_attention_fwd` (recomputes the sampling; no N x 9 x d buffer).
+
+    Args:
+        grad_out (Tensor): (B, N, C) gradient of ``out`` (any of the three float dtypes).
+        qkv, walk: as in the forward.
+        attn (Tensor): (B, h, N, 9) softmax weights returned by the forward.
+        H, W, num_heads, scale: as in the forward.
+        need_walk_grad (bool): compute the walk gradient. Defaults to True.
+        need_pos_grad (bool): compute the pos gradient. Defaults to True.
+
+    Returns:
+        tuple: ``gqkv`` (B, N, 3C) in qkv's dtype (accumulated in an fp32 buffer), ``gwalk``
+        (B, N, h, 18) in walk's dtype or None, ``gpos`` (B, h, N, 9) in float32 or None.
+        The k and v parts of ``gqkv`` are summed with atomics: not bitwise reproducible on a GPU.
+    """
+    B, N, C, d = _check(qkv, walk, H, W, num_heads)
+    if tuple(grad_out.shape) != (B, N, C):
+        raise ValueError(f'grad_out must be (B, N, C) = {(B, N, C)}, got {tuple(grad_out.shape)}')
+    if tuple(attn.shape) != (B, num_heads, N, NUM_TAPS):
+        raise ValueError(f'attn must be (B, h, N, 9) = {(B, num_heads, N, NUM_TAPS)}, got {tuple(attn.shape)}')
+    for name, t in (('grad_out', grad_out), ('attn', attn)):
+        if t.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f'{name} must be float32, float16 or bfloat16, got {t.dtype}')
+    grad_out, qkv, walk, attn = grad_out.contiguous(), qkv.contiguous(), walk.contiguous(), attn.contiguous()
+    dev = qkv.device
+    gqkv = torch.zeros(B, N, 3 * C, device=dev, dtype=torch.float32)
+    gwalk = torch.empty(walk.shape, device=dev, dtype=torch.float32) if need_walk_grad else None
+    gpos = torch.empty(B, num_heads, N, NUM_TAPS, device=dev, dtype=torch.float32) if need_pos_grad else None
+    if gqkv.numel() > 0:
+        interpret = _use_interpreter(qkv)
+        block_n, block_d, num_warps = _launch_config(N, d, interpret)
+        grid = (triton.cdiv(N, block_n), B * num_heads)
+        _kernel('bwd', interpret)[grid](
+            grad_out, qkv, walk, attn, gqkv, gwalk if gwalk is not None else gqkv,
+            gpos if gpos is not None else gqkv, N, H, W, C, num_heads, d, float(H), float(W), float(scale),
+            NEED_WALK=bool(need_walk_grad), NEED_POS=bool(need_pos_grad), BLOCK_N=block_n, BLOCK_D=block_d,
+            num_warps=num_warps, enable_fp_fusion=False)
+    if gqkv.dtype != qkv.dtype:
+        gqkv = gqkv.to(qkv.dtype)
+    if gwalk is not None and gwalk.dtype != walk.dtype:
+        gwalk = gwalk.to(walk.dtype)
+    return gqkv, gwalk, gpos

@@ -1,4 +1,5 @@
-"""DGMN2 attention: the fast path (C++ kernel and pure-PyTorch backend) equals the reference path.
+"""DGMN2 attention: the fast path (operators on the C++, Triton-interpreter and PyTorch backends) equals the
+reference path.
 
 Outputs and gradients (input, qkv / proj / walk-predictor weights, RelPos tables) are compared on random
 inputs, odd and degenerate map sizes, batch > 1, both RelPos modes, walks large enough to leave the map.
@@ -17,6 +18,18 @@ from dgmn_mm.models.layers import sampled_attention as sa
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ['torch'] + (['cpp'] if sa.extension_available() else [])
+BACKEND_ENV = 'DGMN_MM_ATTN_BACKEND'
+
+
+@pytest.fixture
+def use_backend(monkeypatch):
+    """use_backend(name): force the operators' backend for the rest of the test."""
+    def _use(name):
+        if name is None:
+            monkeypatch.delenv(BACKEND_ENV, raising=False)
+        else:
+            monkeypatch.setenv(BACKEND_ENV, name)
+    return _use
 TOL = 1e-5  # fp32
 
 
@@ -37,7 +50,12 @@ def run(m, x, hw, impl, backend=None):
     if impl == 'reference':
         y = m.forward_reference(x, hw)
     else:
-        y = sa.dgmn2_attention_fast(m, x, hw, backend=backend)
+        prev = os.environ.get(BACKEND_ENV)
+        os.environ[BACKEND_ENV] = backend or 'torch'
+        try:
+            y = sa.dgmn2_attention_fast(m, x, hw)
+        finally:
+            os.environ.pop(BACKEND_ENV) if prev is None else os.environ.__setitem__(BACKEND_ENV, prev)
     g = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
     (y * g).sum().backward()
     grads = {n: p.grad.clone() for n, p in m.named_parameters()}
@@ -81,7 +99,7 @@ def test_fast_equals_reference_fp64(backend, mode):
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
-def test_walk_gradient_matches_finite_differences(backend):
+def test_walk_gradient_matches_finite_differences(backend, use_backend):
     """Autograd through the walks (grid positions) of the fast path, checked numerically in fp64."""
     m = make_attention(8, 2, 'official', torch.float64)
     H, W = 3, 4
@@ -91,13 +109,14 @@ def test_walk_gradient_matches_finite_differences(backend):
     qkv = m.qkv(x).detach().requires_grad_(full)
     walk = (torch.randn(1, H * W, 2, 18, dtype=torch.float64) * 0.7).requires_grad_(True)
     pos = torch.randn(1, 2, H * W, 9, dtype=torch.float64, requires_grad=full)
-    fn = sa.sampled_attention_cpp if backend == 'cpp' else sa.sampled_attention_torch
+    use_backend(backend)
+    fn = sa.sampled_attention if backend == 'cpp' else sa.sampled_attention_torch
     assert torch.autograd.gradcheck(lambda a, b, c: fn(a, b, c, (H, W), 2, m.scale), (qkv, walk, pos),
                                     eps=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
-def test_fast_module_default_and_train_mode(backend):
+def test_fast_module_default_and_train_mode(backend, use_backend):
     """'fast' is the default of the layer and of the backbone; train mode (dropout p=0) matches too."""
     assert DGMN2Attention(16, 2, (4, 4)).attn_impl == 'fast'
     torch.manual_seed(1)
@@ -112,18 +131,9 @@ def test_fast_module_default_and_train_mode(backend):
     for model in (ref, fast):
         model.train()
         model.zero_grad()
-        prev = os.environ.get('DGMN_MM_DISABLE_EXT')
-        if backend == 'torch':
-            os.environ['DGMN_MM_DISABLE_EXT'] = '1'
-        try:
-            feats = model(img)
-            sum((f * f).mean() for f in feats).backward()
-        finally:
-            if backend == 'torch':
-                if prev is None:
-                    os.environ.pop('DGMN_MM_DISABLE_EXT')
-                else:
-                    os.environ['DGMN_MM_DISABLE_EXT'] = prev
+        use_backend(backend)
+        feats = model(img)
+        sum((f * f).mean() for f in feats).backward()
         outs.append(([f.detach() for f in feats], {n: p.grad.clone() for n, p in model.named_parameters()
                                                    if p.grad is not None}))
     (fr, gr), (ff, gf) = outs
@@ -145,13 +155,14 @@ def test_attention_dropout_uses_torch_backend():
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
-def test_autocast_bf16(backend):
+def test_autocast_bf16(backend, use_backend):
     m = make_attention(32, 2, 'official')
     x = torch.randn(1, 6 * 7, 32)
     with torch.no_grad():
         ref = m.forward_reference(x, (6, 7))
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            y = sa.dgmn2_attention_fast(m, x, (6, 7), backend=backend)
+            use_backend(backend)
+            y = sa.dgmn2_attention_fast(m, x, (6, 7))
     assert y.dtype == torch.bfloat16
     assert (y.float() - ref).abs().max() <= 5e-2 * max(1., ref.abs().max().item())
 

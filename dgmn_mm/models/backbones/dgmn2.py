@@ -28,41 +28,22 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
+from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
+                             slot_rows)
 from ..layers.node_sampling import sample_nodes
-
-NUM_SAMPLES = 9  # K, the number of sampled nodes per query (a 3 x 3 walk neighbourhood)
 
 
 # --------------------------------------------------------------------------------------------------------
 # Relative position encoding (Fig. 4b)
 # --------------------------------------------------------------------------------------------------------
-def resize_rel_table(table: Tensor, length: int) -> Tensor:
-    """Resize a (L, d) relative-position table to (length, d), as the official detection/segmentation code:
-    ``F.interpolate(t[None, None], size=(length, d), mode='bilinear')`` (linear along L, identity along d)."""
-    if table.shape[0] == length:
-        return table
-    return F.interpolate(table[None, None], size=(length, table.shape[1]), mode='bilinear',
-                         align_corners=False)[0, 0]
-
-
-def slot_rows(table: Tensor, size: int, num_slots: int = NUM_SAMPLES) -> Tensor:
-    """Rows of a relative table used at each absolute coordinate: ``out[a, j] = table[size - 1 - a + j]``.
-
-    This is the closed form of the official "rel_to_abs" trick (pad, flatten, reshape, slice) for node slot
-    j = 0..K-1; only these K rows per coordinate are ever used, so the other L - K products are skipped.
-
-    Returns:
-        Tensor: (size, num_slots, d).
-    """
-    a = torch.arange(size, device=table.device)
-    j = torch.arange(num_slots, device=table.device)
-    return table[(size - 1 - a)[:, None] + j[None, :]]
+# resize_rel_table and slot_rows (the official table resize and the closed form of its "rel_to_abs"
+# indexing) live in dgmn_mm.ops.geometry, shared with the fused operators; re-exported here.
 
 
 class RelPosEmb(nn.Module):
     """Relative position term r of Eq. 9 (Fig. 4b): one table per direction, indexed by the node slot.
 
-    For the query q at (y, x) and node slot j (spec sec. 5)::
+    For the query q at (y, x) and node slot j (the official ``rel_to_abs`` indexing in closed form)::
 
         r[y, x, j] = q[y, x] . W'[W - 1 - x + j] + q[x, y] . H'[H - 1 - x + j]      (mode 'official', H = W)
         r[y, x, j] = q[y, x] . W'[W - 1 - x + j] + q[y, x] . H'[H - 1 - y + j]      (mode 'corrected')
@@ -93,17 +74,10 @@ class RelPosEmb(nn.Module):
         """q: (B, h, H, W, d) -> r: (B, h, H, W, K)."""
         B, nh, H, W, d = q.shape
         K = self.num_samples
-        rows_w = slot_rows(resize_rel_table(self.rel_width, W + K - 1), W, K)  # (W, K, d)
-        rows_h = slot_rows(resize_rel_table(self.rel_height, H + K - 1), H, K)  # (H, K, d)
+        rows_w, rows_h = relpos_rows_pair(self.rel_width, self.rel_height, H, W, K)  # (W, K, d), (H, K, d)
         r_w = torch.einsum('bnyxd,xkd->bnyxk', q, rows_w)
         r_h = torch.einsum('bnyxd,ykd->bnyxk', q, rows_h)  # the official T[x, y], stored at [y, x]
-        if self.mode == 'official':
-            r_h = r_h.transpose(2, 3)  # (B, h, W, H, K): added as if it were (H, W)
-            if H != W:
-                r_h = F.interpolate(r_h.reshape(B * nh, W, H, K).permute(0, 3, 1, 2), size=(H, W),
-                                    mode='bilinear', align_corners=False)
-                r_h = r_h.permute(0, 2, 3, 1).reshape(B, nh, H, W, K)
-        return r_w + r_h
+        return combine_relpos(r_w, r_h, self.mode)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -165,6 +139,11 @@ class DGMN2Attention(nn.Module):
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         """x: (B, N, C) with N = H * W (row-major) -> (B, N, C)."""
+        if torch.jit.is_tracing() and torch.onnx.is_in_onnx_export():
+            raise RuntimeError(
+                'DGMN2 cannot be exported with the TorchScript ONNX exporter (dynamo=False): it records the '
+                'map sizes and RelPos indices as constants, so the graph would be wrong at other input sizes. '
+                'Use torch.onnx.export(..., dynamo=True) (the default) or tools/deployment/pytorch2onnx.py.')
         if self.attn_impl == 'fast':
             from ..layers.sampled_attention import dgmn2_attention_fast
             return dgmn2_attention_fast(self, x, hw_shape)
@@ -242,8 +221,8 @@ class DGMN2Block(nn.Module):
         return y
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
-        if not (self.training or torch.is_grad_enabled()):
-            return self._forward_inference(x, hw_shape)
+        if not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()):
+            return self._forward_inference(x, hw_shape)  # (compile / export trace the plain form)
         if self.with_cp and x.requires_grad:
             return cp.checkpoint(self._forward, x, hw_shape, use_reentrant=False)
         return self._forward(x, hw_shape)

@@ -18,40 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def uniform_grid(height: int, width: int, kernel_size: int = 3, dilation: int = 1,
-                 device=None, dtype=None) -> Tensor:
-    """Pixel coordinates of the uniformly sampled nodes (the "US" of Fig. 2), without walks.
-
-    Returns:
-        Tensor: (H, W, K, 2) with ``[..., 0] = y`` and ``[..., 1] = x``, K = kernel_size ** 2 in row-major
-        tap order (k = a * kernel_size + b).
-    """
-    c = (kernel_size - 1) / 2
-    taps = (torch.arange(kernel_size, device=device, dtype=dtype) - c) * dilation
-    ty, tx = torch.meshgrid(taps, taps, indexing='ij')  # (ks, ks)
-    ys = torch.arange(height, device=device, dtype=dtype)
-    xs = torch.arange(width, device=device, dtype=dtype)
-    py = ys[:, None, None] + ty.reshape(1, 1, -1)  # (H, 1, K)
-    px = xs[None, :, None] + tx.reshape(1, 1, -1)  # (1, W, K)
-    return torch.stack(torch.broadcast_tensors(py, px), dim=-1)
-
-
-def walk_to_grid(walk: Tensor, kernel_size: int = 3, dilation: int = 1) -> Tensor:
-    """Turn predicted walks into a normalised ``grid_sample`` grid.
-
-    Args:
-        walk (Tensor): (B, H, W, K, 2) walks (dy, dx) in pixels, per tap.
-
-    Returns:
-        Tensor: (B, H, W * K, 2) grid of (x, y) in [-1, 1] coordinates (align_corners=False convention).
-    """
-    B, H, W, K, _ = walk.shape
-    base = uniform_grid(H, W, kernel_size, dilation, device=walk.device, dtype=walk.dtype)
-    p = base + walk  # (B, H, W, K, 2) absolute (y, x)
-    gy = (2 * p[..., 0] + 1) / H - 1
-    gx = (2 * p[..., 1] + 1) / W - 1
-    return torch.stack((gx, gy), dim=-1).reshape(B, H, W * K, 2)
+from ...ops.geometry import uniform_grid, walk_to_grid  # noqa: F401  (re-exported)
 
 
 def sample_nodes(feat: Tensor, walk: Tensor, kernel_size: int = 3, dilation: int = 1) -> Tensor:

@@ -1,0 +1,42 @@
+"""Build script of dgmn_mm: the package plus its C++/OpenMP sampled-attention kernel.
+
+Metadata lives in ``pyproject.toml``; this file only adds the compiled extension
+``dgmn_mm.ops._sampled_attention_cpp`` (``dgmn_mm/ops/csrc/sampled_attention.cpp``), which is built against
+the torch that is installed, so torch must be importable at build time::
+
+    pip install --no-build-isolation .          # or: pip install --no-build-isolation -e .
+
+Environment variables:
+
+* ``DGMN_MM_EXT_NATIVE=1``: compile with ``-march=native`` (faster on the build machine, not portable).
+  The default flags are portable.
+* ``DGMN_MM_BUILD_EXT=0``: install without the kernel (the attention then runs its pure-PyTorch backend,
+  same results, slower on CPU).
+"""
+import os
+
+from setuptools import setup
+
+EXT_NAME = 'dgmn_mm.ops._sampled_attention_cpp'
+EXT_SOURCES = ['dgmn_mm/ops/csrc/sampled_attention.cpp']
+
+
+def ext_setup_kwargs() -> dict:
+    """``ext_modules`` and ``cmdclass`` of the kernel (empty with ``DGMN_MM_BUILD_EXT=0``)."""
+    if os.environ.get('DGMN_MM_BUILD_EXT', '1') == '0':
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError as e:
+        raise SystemExit(
+            f'dgmn_mm: torch is not importable at build time ({e}). The C++ kernel is compiled against the '
+            'installed torch: install torch first, then run pip with --no-build-isolation, e.g. '
+            '`pip install --no-build-isolation .` (or set DGMN_MM_BUILD_EXT=0 to install without the kernel).')
+    cflags = ['-O3', '-fopenmp', '-ffp-contract=off', '-std=c++20']
+    if os.environ.get('DGMN_MM_EXT_NATIVE', '0') == '1':
+        cflags.append('-march=native')
+    ext = CppExtension(EXT_NAME, EXT_SOURCES, extra_compile_args=cflags, extra_link_args=['-fopenmp'])
+    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
+
+
+setup(**ext_setup_kwargs())

@@ -121,14 +121,16 @@ else
   log "installing dgmn_mm (editable)"
   "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
 fi
-# the optional C++/OpenMP kernel of the fast DGMN2 attention (pure-PyTorch fallback without it)
-SO=$(ls "$ROOT"/dgmn_mm/_sampled_attention_cpp*.so 2>/dev/null | head -1 || true)
-if [ -n "$SO" ] && [ ! "$ROOT/dgmn_mm/csrc/sampled_attention.cpp" -nt "$SO" ]; then
+# the C++/OpenMP kernel of the fast DGMN2 attention: setup.py builds it with the package (pip install -e above);
+# rebuild in place (same extension, same flags) when it is missing or older than its source
+SO=$(ls "$ROOT"/dgmn_mm/ops/_sampled_attention_cpp*.so 2>/dev/null | head -1 || true)
+if [ -n "$SO" ] && [ ! "$ROOT/dgmn_mm/ops/csrc/sampled_attention.cpp" -nt "$SO" ]; then
   log "sampled-attention kernel: present"
 else
   log "building the sampled-attention C++ kernel (1-4 min)"
-  if ! "$PY" "$ROOT/dgmn_mm/csrc/build.py" > "$ROOT/build/csrc_build.log" 2>&1; then
-    log "kernel build failed (see build/csrc_build.log): the fast attention uses its pure-PyTorch fallback"
+  mkdir -p "$ROOT/build"
+  if ! "$PY" "$ROOT/dgmn_mm/ops/csrc/build.py" > "$ROOT/build/csrc_build.log" 2>&1; then
+    log "kernel build failed (see build/csrc_build.log): the fast attention uses its pure-PyTorch backend"
   fi
 fi
 

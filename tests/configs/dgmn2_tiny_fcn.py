@@ -36,7 +36,7 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
 
 default_hooks = dict(timer=dict(type='IterTimerHook'), logger=dict(type='LoggerHook', interval=1),
                      param_scheduler=dict(type='ParamSchedulerHook'),
-                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=2),
+                     checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=2),
                      sampler_seed=dict(type='DistSamplerSeedHook'),
                      visualization=dict(type='SegVisualizationHook'))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -10,3 +10,6 @@ model = dict(
             stages=(False, False, False, True),
             position='after_conv2')
     ]))
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

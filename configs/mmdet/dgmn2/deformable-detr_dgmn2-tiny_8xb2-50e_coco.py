@@ -27,3 +27,6 @@ optim_wrapper = dict(
 
 # lr 2e-4 belongs to a batch of 16 (8 GPUs x 2 images); --auto-scale-lr scales from there
 auto_scale_lr = dict(base_batch_size=16)
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

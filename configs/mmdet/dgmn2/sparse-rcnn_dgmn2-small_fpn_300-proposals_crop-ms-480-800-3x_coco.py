@@ -20,3 +20,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=1000),
     dict(type='MultiStepLR', begin=0, end=36, by_epoch=True, milestones=[27, 33], gamma=0.1)
 ]
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -25,3 +25,6 @@ model = dict(
 
 optim_wrapper = dict(
     optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, weight_decay=0.0001))
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -48,5 +48,5 @@ train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 # The official trainer runs epochs 0-99 without stochastic depth and switches it on at epoch 100.
 custom_hooks = [dict(type='DropPathScheduleHook', start_epoch=100)]
 
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'))
 auto_scale_lr = dict(base_batch_size=1024)

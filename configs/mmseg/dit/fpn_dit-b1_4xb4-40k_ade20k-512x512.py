@@ -34,3 +34,6 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
     clip_grad=None)
 param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)]
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -5,3 +5,6 @@ _base_ = ['mmseg::fcn/fcn_r101-d8_4xb2-40k_cityscapes-769x769.py']
 custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 
 model = dict(decode_head=dict(conv_cfg=dict(type='DCNv2', deform_groups=1)))
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup:
 	VENV=$(abspath $(VENV)) bash tools/setup_env.sh
@@ -13,6 +13,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+# everything but the slow marks (config smoke runs, whole-table checks, subprocess benchmarks, the demo)
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf work_dirs build/mmcv .pytest_cache

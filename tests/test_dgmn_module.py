@@ -1,5 +1,4 @@
 """Tests of the DGMN module (CVPR 2020 / TPAMI 2022 Sec. 3.2-3.5), DGMNHead and their configs."""
-import glob
 import math
 import os
 
@@ -37,13 +36,26 @@ VARIANTS = {
     'da-ds': (True, False, True, False),
     'release-bug': (True, True, True, True),
 }
+CONCAT_VARIANTS = [v for v in VARIANTS if v != 'release-bug']
 
 
-def build_dgmn(variant, channels=8, dilations=(1, 2, 3, 5), groups=4, walk_scale=3.0):
+def build_dgmn(variant, channels=8, dilations=(1, 2, 3, 5), groups=4, walk_scale=3.0, fusion='scale'):
     ds, dw, da, bug = VARIANTS[variant]
+    extra = dict(fuse_norm_cfg=dict(type='GN', num_groups=4)) if fusion == 'concat' else {}
     m = DGMN(channels, dilations=dilations, groups=groups, dynamic_sampling=ds, dynamic_weights=dw,
-             dynamic_affinity=da, release_branch4_bug=bug)
+             dynamic_affinity=da, release_branch4_bug=bug, fusion=fusion, **extra)
     with torch.no_grad():  # move every parameter away from its special init value
+        if fusion == 'concat':
+            K = m.num_nodes
+            if m.num_pred_channels:
+                for c in m.pred_convs:
+                    c.weight.mul_(5.0)
+                    if ds:  # walks of a few pixels, some leaving the map
+                        start = groups * K * dw
+                        c.weight[start:start + 2 * K].mul_(walk_scale / 5.0 * 3.0)
+            m.fuse.gn.weight.uniform_(0.5, 1.5)
+            m.fuse.gn.bias.uniform_(0.0, 0.5)  # most of the ReLU inputs stay positive
+            return m
         m.beta.uniform_(0.5, 1.5)
         if not dw:
             m.static_filters.normal_()
@@ -118,6 +130,140 @@ def reference_dgmn(m, x):
         out = out + torch.stack([torch.stack(row, dim=1) for row in msgs], dim=1)
         rows.append(out)
     return torch.stack(rows)
+
+
+def reference_concat(m, x):
+    """The release's fused layout (``DynamicWeightsCat33``) written as loops: per receiving node, one 3x3
+    prediction over the uniform nodes -> [G*K filters (softmax over K)][2K walks][K affinities (sigmoid with
+    DW, softmax without)]; then x + ReLU(GroupNorm(W [x, M_1..M_S] + b)), GroupNorm written out."""
+    B, C, H, W = x.shape
+    ks, K, G = m.kernel_size, m.num_nodes, m.groups
+    R, c0 = C // G, (ks - 1) // 2
+    ds, dw, da = m.dynamic_sampling, m.dynamic_weights, m.dynamic_affinity
+    group_of_channel = torch.arange(C) // R
+    outs = []
+    for b in range(B):
+        feat = x[b]
+        msg_maps = []
+        for q, r in enumerate(m.dilations):
+            rows = []
+            for y in range(H):
+                row = []
+                for xc in range(W):
+                    taps = [(y + r * (a - c0), xc + r * (bb - c0)) for a in range(ks) for bb in range(ks)]
+                    v = torch.stack([feat[:, ty, tx] if (0 <= ty < H and 0 <= tx < W) else feat.new_zeros(C)
+                                     for ty, tx in taps], dim=1)  # (C, K) uniform nodes
+                    if m.num_pred_channels:
+                        wp = m.pred_convs[q].weight.reshape(m.num_pred_channels, C, K)
+                        o = torch.einsum('ock,ck->o', wp, v)
+                    start = 0
+                    if dw:
+                        filt = torch.softmax(o[:G * K].reshape(G, K), dim=1)
+                        start = G * K
+                    else:
+                        filt = feat.new_ones(G, K)
+                    if ds:
+                        walk = o[start:start + 2 * K]
+                        start += 2 * K
+                        nodes = torch.stack([_bilinear(feat, ty + walk[2 * k], tx + walk[2 * k + 1])
+                                             for k, (ty, tx) in enumerate(taps)], dim=1)
+                    else:
+                        nodes = v
+                    if da:
+                        logits = o[start:start + K]
+                        aff = torch.sigmoid(logits) if dw else torch.softmax(logits, dim=0)
+                    else:
+                        aff = feat.new_full((K, ), 1.0 if dw else 1. / K)
+                    msg = feat.new_zeros(C)
+                    for k in range(K):
+                        msg = msg + aff[k] * filt[group_of_channel, k] * nodes[:, k]
+                    row.append(msg)
+                rows.append(torch.stack(row, dim=1))
+            msg_maps.append(torch.stack(rows, dim=1))  # (C, H, W)
+        cat = torch.cat([feat] + msg_maps, dim=0)  # ((S+1)C, H, W)
+        conv = m.fuse.conv
+        z = torch.einsum('oc,chw->ohw', conv.weight[:, :, 0, 0], cat) + conv.bias[:, None, None]
+        gn = m.fuse.gn
+        zg = z.reshape(gn.num_groups, -1)
+        mean = zg.mean(dim=1, keepdim=True)
+        var = zg.var(dim=1, unbiased=False, keepdim=True)
+        zn = ((zg - mean) / torch.sqrt(var + gn.eps)).reshape(C, H, W)
+        zn = zn * gn.weight[:, None, None] + gn.bias[:, None, None]
+        outs.append(feat + torch.relu(zn))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize('variant', CONCAT_VARIANTS)
+@pytest.mark.parametrize('shape', [(2, 3, 4), (1, 1, 2)])
+def test_concat_matches_loop_reference(variant, shape):
+    B, H, W = shape
+    m = build_dgmn(variant, fusion='concat', dilations=(1, 2, 5))
+    x = torch.randn(B, 8, H, W)
+    out = m(x)
+    ref = reference_concat(m, x)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, x, atol=1e-3)  # the fused messages are not negligible
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_concat_walk_gradients_match_reference():
+    """With DS the walk channels of the shared predictor get gradients equal to the loop reference's."""
+    m = build_dgmn('da-dw-ds', fusion='concat', dilations=(1, 3), groups=2)
+    x = torch.randn(1, 8, 4, 5, requires_grad=True)
+    w_out = torch.randn(1, 8, 4, 5)
+    (m(x) * w_out).sum().backward()
+    grads = [c.weight.grad.clone() for c in m.pred_convs]
+    gx = x.grad.clone()
+    K = 9
+    for g in grads:  # the walk rows (after the 2 x 9 filters) really learn
+        assert torch.isfinite(g).all() and g[2 * K:4 * K].abs().sum() > 0
+    m.zero_grad()
+    x.grad = None
+    (reference_concat(m, x) * w_out).sum().backward()
+    for g, c in zip(grads, m.pred_convs):
+        torch.testing.assert_close(g, c.weight.grad, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(gx, x.grad, rtol=1e-3, atol=1e-4)
+
+
+def test_concat_parts_and_release_layout():
+    """Per rate one plain dilated 3x3 conv [G*K][2K][K] (release cat{a..d}); fusion 1x1 conv (S+1)C -> C with
+    bias, GroupNorm(32) and ReLU (release scale2); no beta, no walk convs, no static filters."""
+    C, K = 64, 9
+    for (ds, dw, da), G, P in [((False, False, True), 4, K), ((False, True, True), 4, 4 * K + K),
+                               ((True, True, True), 2, 2 * K + 2 * K + K), ((True, True, True), 4, 63),
+                               ((False, False, False), 4, 0), ((True, False, False), 4, 2 * K)]:
+        rates = (1, 6, 12)
+        m = DGMN(C, dilations=rates, groups=G, dynamic_sampling=ds, dynamic_weights=dw, dynamic_affinity=da,
+                 fusion='concat')
+        assert m.num_pred_channels == P
+        assert not hasattr(m, 'beta') and not hasattr(m, 'walk_convs') and not hasattr(m, 'static_filters')
+        assert not hasattr(m, 'filter_affinity_convs')
+        if P:
+            assert all(type(c) is nn.Conv2d and c.bias is None and c.out_channels == P for c in m.pred_convs)
+            assert [c.dilation for c in m.pred_convs] == [(r, r) for r in rates]
+            assert [c.padding for c in m.pred_convs] == [(r, r) for r in rates]
+        else:
+            assert not hasattr(m, 'pred_convs')
+        assert m.fuse.conv.in_channels == 4 * C and m.fuse.conv.out_channels == C
+        assert m.fuse.conv.kernel_size == (1, 1) and m.fuse.conv.bias is not None
+        assert isinstance(m.fuse.gn, nn.GroupNorm) and m.fuse.gn.num_groups == 32
+        assert isinstance(m.fuse.relu, nn.ReLU)
+        n = sum(p.numel() for p in m.parameters())
+        assert n == 3 * C * P * K + 4 * C * C + C + 2 * C
+    # the default ('scale') is unchanged
+    assert DGMN(64).fusion == 'scale' and hasattr(DGMN(64), 'beta')
+
+
+def test_concat_base_is_mean_of_uniform_nodes():
+    """concat base: the messages are the means of the 9 uniform nodes, fused by the 1x1 conv."""
+    m = DGMN(32, dilations=(1, 2), dynamic_sampling=False, dynamic_weights=False, dynamic_affinity=False,
+             fusion='concat')
+    x = torch.randn(1, 32, 6, 7)
+    mean = torch.full((32, 1, 3, 3), 1. / 9)
+    msgs = [nn.functional.conv2d(x, mean, padding=r, dilation=r, groups=32) for r in (1, 2)]
+    for q in range(2):
+        torch.testing.assert_close(m.message(x, q), msgs[q])
+    torch.testing.assert_close(m(x), x + m.fuse(torch.cat([x] + msgs, dim=1)))
 
 
 @pytest.mark.parametrize('variant', list(VARIANTS))
@@ -233,6 +379,25 @@ def test_complexity_matches_flop_counter():
         by_op = fa.by_operator()
         assert by_op.get('conv', 0) == c['walk'] + (0 if m.dynamic_sampling else c['pred'])
         assert by_op.get('grid_sampler', 0) == c['sampling']
+        # paper convention: the standard (non-deformable) convs only, weights only
+        assert c['paper_flops'] == by_op.get('conv', 0)
+
+
+def test_concat_complexity_matches_flop_counter():
+    """'concat': the analytic count = FlopAnalyzer's (convs, einsum, grid_sampler, group_norm) + w*A."""
+    H, W = 7, 9
+    for variant in ('base', 'da', 'da-dw', 'da-dw-ds', 'dw-ds'):
+        m = build_dgmn(variant, channels=16, fusion='concat').eval()
+        fa = FlopAnalyzer(m, (torch.randn(1, 16, H, W), ))
+        fa.unsupported_ops_warnings(False)
+        fa.uncalled_modules_warnings(False)
+        c = dgmn_complexity(m, (H, W))
+        assert c['params'] == sum(p.numel() for p in m.parameters())
+        assert fa.total() == pytest.approx(c['flops'] - c['weight'], rel=1e-3)
+        by_op = fa.by_operator()
+        assert by_op['conv'] == c['pred'] + c['fuse'] == c['paper_flops']
+        assert by_op.get('grid_sampler', 0) == c['sampling']
+        assert by_op['group_norm'] == c['norm']
 
 
 def test_paper_scale_numbers():
@@ -345,17 +510,77 @@ def test_dgmn_head():
 
 
 MMSEG_CONFIGS = sorted(
-    glob.glob(os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/dgmn-*_r101-d8_*.py')) + [
+    [os.path.join(REPO_ROOT, 'configs/mmseg/dgmn', f'dgmn-{v}_r101-d8_4xb2-40k_cityscapes-769x769.py')
+     for v in ('base', 'da', 'da-dw', 'da-dw-ds')] + [
         os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/baselines', n) for n in (
             'fcn_r101-d8_4xb2-40k_cityscapes-769x769.py', 'nonlocal_r101-d8_4xb2-40k_cityscapes-769x769.py',
             'deeplabv3_r101-d8_4xb2-40k_cityscapes-769x769.py',
             'fcn-dcnv2_r101-d8_4xb2-40k_cityscapes-769x769.py')])
-MMDET_CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/dgmn/mask-rcnn_r*-dgmn*.py')) +
-                       glob.glob(os.path.join(REPO_ROOT, 'configs/mmdet/dgmn/mask-rcnn_x101*-dgmn*.py')))
+MMDET_CONFIGS = [  # the paper's COCO rows (Tables 3 and 5)
+    os.path.join(REPO_ROOT, 'configs/mmdet/dgmn', f'mask-rcnn_{n}_fpn_1x_coco.py')
+    for n in ('r50-dgmn-res4', 'r50-dgmn-c5', 'r50-dgmn-c4c5', 'r101-dgmn-c5', 'x101-64x4d-dgmn-c5')]
 
 SEG_SWITCHES = {  # config variant -> (DS, DW, DA)
     'base': (False, False, False), 'da': (False, False, True), 'da-dw': (False, True, True),
     'da-dw-ds': (True, True, True)}
+
+
+# config -> (sampling rates, G): supplementary Table 14 (phi = {1} for DA and DA+DW), G = 2 for the full row
+SEG_RATES_GROUPS = {'dgmn-base': ((1, 6, 12, 24, 36), 4), 'dgmn-da': ((1, ), 4), 'dgmn-da-dw': ((1, ), 4),
+                    'dgmn-da-dw-ds': ((1, 6, 12, 24, 36), 2)}
+# paper Table 2: +Params (M), +FLOPs (G) over the Dilated FCN
+PAPER_TABLE2 = {'da': (0.57, 5.32), 'da-dw': (0.73, 6.88), 'da-dw-ds': (2.61, 24.55)}
+
+
+def _seg_model(name):
+    cfg = Config.fromfile(os.path.join(REPO_ROOT, 'configs/mmseg/dgmn', name))
+    init_default_scope('mmseg')
+    return cfg, MODELS.build(ConfigDict(_syncbn_to_bn(cfg.model.to_dict())))
+
+
+def test_table2_increments_match_the_paper():
+    """The three Table 2 configs against the Dilated-FCN baseline config (mmseg's FCN, the paper's baseline):
+    parameter increments and paper-convention FLOPs (standard-conv multiply-adds at the 97 x 97 head map of a
+    769 crop) within 3 % of the paper's; the increments are exactly the DGMN modules."""
+    _, fcn = _seg_model('baselines/fcn_r101-d8_4xb2-40k_cityscapes-769x769.py')
+    n_fcn = sum(p.numel() for p in fcn.parameters())
+    for variant, (p_params, p_flops) in PAPER_TABLE2.items():
+        cfg, model = _seg_model(f'dgmn-{variant}_r101-d8_4xb2-40k_cityscapes-769x769.py')
+        assert cfg.crop_size == (769, 769)
+        hw = (math.ceil(769 / 8), ) * 2  # output stride 8
+        assert hw == (97, 97)
+        inc = sum(p.numel() for p in model.parameters()) - n_fcn
+        m = model.decode_head.dgmn
+        c = dgmn_complexity(m, hw)
+        assert inc == c['params']
+        assert inc / 1e6 == pytest.approx(p_params, rel=0.03), variant
+        assert c['paper_flops'] / 1e9 == pytest.approx(p_flops, rel=0.03), variant
+        # and to the paper's rounding (2 decimals)
+        assert round(inc / 1e6, 2) == p_params and round(c['paper_flops'] / 1e9, 2) == p_flops
+    # the DW step alone is one 3x3 conv 512 -> 36 at phi = {1}: 0.166M, 1.56G (the paper's 0.73 - 0.57)
+    da = dgmn_complexity(DGMN(512, dilations=(1, ), dynamic_sampling=False, dynamic_weights=False,
+                              fusion='concat'), (97, 97))
+    da_dw = dgmn_complexity(DGMN(512, dilations=(1, ), dynamic_sampling=False, fusion='concat'), (97, 97))
+    assert da_dw['params'] - da['params'] == 512 * 36 * 9
+    assert da_dw['paper_flops'] - da['paper_flops'] == 512 * 36 * 9 * 97 * 97
+
+
+def test_head_records_its_input_size():
+    """record_dgmn_inputs / dgmn_report (used by get_flops.py) see the map the head's module runs on."""
+    from dgmn_mm.models.layers.dgmn import dgmn_report, record_dgmn_inputs
+    init_default_scope('mmseg')
+    head = MODELS.build(dict(type='DGMNHead', in_channels=64, channels=32, num_classes=5, dilations=(1, 2),
+                             fusion='concat', fuse_norm_cfg=dict(type='GN', num_groups=8),
+                             norm_cfg=dict(type='BN')))
+    head.eval()
+    with record_dgmn_inputs(head) as shapes:
+        with torch.no_grad():
+            head([torch.randn(1, 64, 9, 11)])
+    assert {k: v[1] for k, v in shapes.items()} == {'dgmn': (9, 11)}
+    rep = dgmn_report(shapes)
+    c = dgmn_complexity(head.dgmn, (9, 11))
+    assert rep == dict(modules=1, params=c['params'], flops=c['flops'], paper_flops=c['paper_flops'])
+    assert not head.dgmn._forward_pre_hooks  # hooks removed
 
 
 def test_config_sets_complete():
@@ -383,7 +608,9 @@ def test_mmseg_config_builds_and_runs(path):
         assert list(mods) == ['decode_head.dgmn']
         m = mods['decode_head.dgmn']
         assert (m.dynamic_sampling, m.dynamic_weights, m.dynamic_affinity) == (ds, dw, da)
-        assert m.dilations == (1, 6, 12, 24, 36) and m.in_channels == 512 and not m.release_branch4_bug
+        assert m.dilations == SEG_RATES_GROUPS[name.split('_')[0]][0]
+        assert m.groups == SEG_RATES_GROUPS[name.split('_')[0]][1]
+        assert m.fusion == 'concat' and m.in_channels == 512 and not m.release_branch4_bug
     else:
         assert not mods
     with torch.no_grad():
@@ -413,6 +640,12 @@ def test_mmdet_config_builds_and_runs(path):
         'mask-rcnn_x101-64x4d-dgmn-c5_fpn_1x_coco.py': {f'backbone.layer4.{i}.dgmn': 2048 for i in range(3)},
     }[name]
     assert {n: m.in_channels for n, m in mods.items()} == expect
+    # parameter counts of the whole detectors (docs/dgmn.md; the paper's 51.1M for R-50 + DGMN (C4, C5))
+    params = {'mask-rcnn_r50-dgmn-res4_fpn_1x_coco.py': 46.72, 'mask-rcnn_r50-dgmn-c5_fpn_1x_coco.py': 47.88,
+              'mask-rcnn_r50-dgmn-c4c5_fpn_1x_coco.py': 51.36, 'mask-rcnn_r101-dgmn-c5_fpn_1x_coco.py': 66.87,
+              'mask-rcnn_x101-64x4d-dgmn-c5_fpn_1x_coco.py': 116.23}[name]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 2) == params
+    assert all(m.fusion == 'scale' for m in mods.values())
     packed = demo_mm_inputs(1, [[3, 64, 64]], with_mask=True)
     data = model.data_preprocessor(packed, False)
     with torch.no_grad():
@@ -442,3 +675,114 @@ def test_res4_placement_runs_before_last_block():
         for block in list(bb.layer3)[:5]:
             y = block(y)
         torch.testing.assert_close(seen[0], bb.layer3[5].pre_block_plugin(y))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Argument validation and the ResNet builder's new home
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('kwargs, exc, words', [
+    (dict(in_channels=0), ValueError, 'in_channels'),
+    (dict(in_channels=-8), ValueError, 'in_channels'),
+    (dict(in_channels=8.0), ValueError, 'in_channels'),
+    (dict(in_channels=True), ValueError, 'in_channels'),
+    (dict(in_channels=10), ValueError, 'divisible by groups'),
+    (dict(dilations=()), ValueError, 'dilations'),
+    (dict(dilations=(1, 0)), ValueError, 'dilations'),
+    (dict(dilations=(1, 1.5)), ValueError, 'dilations'),
+    (dict(dilations=(1, True)), ValueError, 'dilations'),
+    (dict(dilations=3), ValueError, 'dilations'),
+    (dict(dilations='12'), ValueError, 'dilations'),
+    (dict(groups=0), ValueError, 'groups'),
+    (dict(groups=2.0), ValueError, 'groups'),
+    (dict(kernel_size=2), ValueError, 'kernel_size'),
+    (dict(kernel_size=0), ValueError, 'kernel_size'),
+    (dict(kernel_size=3.0), ValueError, 'kernel_size'),
+    (dict(dynamic_sampling=1), TypeError, 'dynamic_sampling'),
+    (dict(dynamic_weights='yes'), TypeError, 'dynamic_weights'),
+    (dict(dynamic_affinity=None), TypeError, 'dynamic_affinity'),
+    (dict(release_branch4_bug=0), TypeError, 'release_branch4_bug'),
+    (dict(fusion='sum'), ValueError, "('scale', 'concat')"),
+    (dict(fusion='concat', release_branch4_bug=True), ValueError, 'release_branch4_bug'),
+    (dict(fusion='concat', fuse_norm_cfg='GN'), TypeError, 'fuse_norm_cfg'),
+    (dict(fuse_norm_cfg=dict(type='GN', num_groups=4)), ValueError, 'fuse_norm_cfg'),
+    (dict(in_channels=48, fusion='concat'), ValueError, 'divisible by 32'),
+])
+def test_dgmn_rejects_bad_arguments(kwargs, exc, words):
+    kw = dict(in_channels=8, dilations=(1, 2, 3, 4))
+    kw.update(kwargs)
+    with pytest.raises(exc, match=None) as info:
+        DGMN(**kw)
+    assert words in str(info.value)
+
+
+def test_dgmn_rejects_bad_input():
+    m = DGMN(8, dilations=(1, ))
+    with pytest.raises(ValueError, match='expected'):
+        m(torch.randn(1, 4, 5, 5))
+    with pytest.raises(ValueError, match='expected'):
+        m(torch.randn(8, 5, 5))
+    # valid corner cases still build
+    assert DGMN(48, fusion='concat', fuse_norm_cfg=dict(type='GN', num_groups=16)).fusion == 'concat'
+    assert DGMN(8, dilations=[2], kernel_size=1, groups=8).num_nodes == 1
+
+
+@pytest.mark.parametrize('kwargs, exc, words', [
+    (dict(dilations=(0, 6)), ValueError, 'dilations'),
+    (dict(groups=3), ValueError, 'divisible by groups'),
+    (dict(groups=-1), ValueError, 'groups'),
+    (dict(dynamic_sampling='no'), TypeError, 'dynamic_sampling'),
+    (dict(fusion='cat'), ValueError, 'fusion'),
+    (dict(num_convs=1), ValueError, 'num_convs'),
+    (dict(fusion='concat', channels=48), ValueError, 'divisible by 32'),
+    (dict(release_branch4_bug=True, dilations=(1, 2)), ValueError, 'release_branch4_bug'),
+])
+def test_dgmn_head_rejects_bad_arguments(kwargs, exc, words):
+    init_default_scope('mmseg')
+    kw = dict(type='DGMNHead', in_channels=64, channels=32, num_classes=5, norm_cfg=dict(type='BN'))
+    kw.update(kwargs)
+    with pytest.raises(exc) as info:
+        MODELS.build(kw)
+    assert words in str(info.value)
+
+
+def test_resnet_builder_lives_in_backbones():
+    """`ResNetWithPreBlockPlugins` is registered from dgmn_mm.models.backbones.resnet_dgmn (same name)."""
+    import dgmn_mm.models.backbones as backbones
+    import dgmn_mm.models.layers as layers
+    from dgmn_mm.models.backbones.resnet_dgmn import build_resnet_with_pre_block_plugins
+    assert backbones.build_resnet_with_pre_block_plugins is build_resnet_with_pre_block_plugins
+    assert not hasattr(layers, 'build_resnet_with_pre_block_plugins')
+    assert MODELS.get('ResNetWithPreBlockPlugins') is build_resnet_with_pre_block_plugins
+    init_default_scope('mmdet')
+    base = dict(type='ResNetWithPreBlockPlugins', resnet_type='mmdet.ResNet', depth=50)
+    dg = dict(cfg=dict(type='DGMN', dilations=(1, )), stage=2, block=-1)
+    with pytest.raises(ValueError, match='stage'):
+        MODELS.build(dict(base, pre_block_plugins=[dict(dg, stage=4)]))
+    with pytest.raises(ValueError, match='block'):
+        MODELS.build(dict(base, pre_block_plugins=[dict(dg, block=6)]))
+    with pytest.raises(ValueError, match='already has a plug-in'):
+        MODELS.build(dict(base, pre_block_plugins=[dg, dict(dg, block=5)]))
+    with pytest.raises(ValueError, match='cfg=...'):
+        MODELS.build(dict(base, pre_block_plugins=[dict(cfg=dg['cfg'], stage=2)]))
+    with pytest.raises(TypeError, match='pre_block_plugins'):
+        MODELS.build(dict(base, pre_block_plugins=dg))
+    bb = MODELS.build(dict(base, pre_block_plugins=[dg]))
+    assert bb.layer3[5].pre_block_plugin.in_channels == 1024
+
+
+def test_get_flops_prints_the_paper_convention():
+    """tools/analysis_tools/get_flops.py reports the DGMN modules in both conventions (small input here; at
+    769 x 769 the head map is 97 x 97 and the numbers are those of test_table2_increments_match_the_paper)."""
+    import importlib.util
+    path = os.path.join(REPO_ROOT, 'tools/analysis_tools/get_flops.py')
+    spec = importlib.util.spec_from_file_location('dgmn_tool_get_flops_h3', path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/dgmn-da-dw-ds_r101-d8_4xb2-40k_cityscapes-769x769.py')
+    res = tool.get_flops(cfg, (64, 64), pad=False)
+    _, model = _seg_model('dgmn-da-dw-ds_r101-d8_4xb2-40k_cityscapes-769x769.py')
+    c = dgmn_complexity(model.decode_head.dgmn, (8, 8))
+    assert res['dgmn'] == dict(modules=1, params=c['params'], flops=c['flops'], paper_flops=c['paper_flops'])
+    text = tool.format_result(res)
+    assert f"paper (standard-conv multiply-adds only" in text and f"{c['paper_flops'] / 1e9:.3f} G" in text
+    assert 'DGMN modules (1): 2.611 M params' in text

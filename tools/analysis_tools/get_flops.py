@@ -23,11 +23,14 @@ with these DGMN2 handles:
   (four corner weights), i.e. 2 (keys and values) * 4 * N * K * d per head and block.
 - The walk predictor (Eq. 4), qkv, proj and the FFN are Linears and the patch embeddings convs + BN,
   which the generic counter handles.
-- The backbone's default fused attention (``attn_impl='fast'``: custom autograd Functions and C++ kernels)
-  is invisible to a jit tracer, so every ``DGMN2Attention`` is switched to its ``'reference'`` path while
-  counting (same parameters, same arithmetic, traceable ``einsum`` / ``grid_sample``; restored afterwards).
-  The counts agree with the closed forms of ``dgmn_mm.models.layers.sampled_attention`` (which counts
-  2 x MACs) - see ``tests/test_get_flops.py``.
+- The backbone's default fused attention (``attn_impl='fast'``) runs the operators
+  ``dgmn_mm::sampled_attention`` and ``dgmn_mm::relpos_rows``; importing ``dgmn_mm`` registers their
+  FLOP handles in mmengine's default table (:mod:`dgmn_mm.ops.flops`), so ``mmengine.analysis``
+  (``FlopAnalyzer``, ``get_model_complexity_info``, hence upstream get_flops tools) counts the fused path
+  with the same totals as this tool. For the per-category breakdown this tool switches every
+  ``DGMN2Attention`` to its ``'reference'`` path while counting (same parameters and arithmetic, separate
+  ``grid_sample`` / ``einsum`` ops per category; restored afterwards). The counts agree with the closed
+  forms of ``dgmn_mm.ops.attention`` (which count 2 x MACs) - see ``tests/test_get_flops.py``.
 
 Two totals are printed:
 
@@ -38,6 +41,10 @@ Two totals are printed:
   difference is added analytically per RelPos call from its input shape (forward hooks), the sampling
   counts are removed. With the official code fvcore gives 2.32 / 4.29 / 7.24 / 10.54 GFLOPs for
   Tiny / Small / Medium / Large at 224 (spec), the paper rounds to 2.3 / 4.3 / 7.1 / 10.4.
+
+Models with DGMN modules (``dgmn_mm.models.layers.dgmn.DGMN``, CVPR 2020) get three more lines: the modules'
+parameters, their FLOPs as this implementation computes them (``dgmn_complexity``) and in the convention of
+the DGMN paper's Table 2 (multiply-adds of the standard convs only, ``dgmn_paper_flops``).
 
 ``--breakdown`` adds a per-operator table and a DGMN2 table (patch embeddings, qkv + proj, walk predictor,
 node sampling, messages over K nodes, RelPos, FFN, LayerNorm, rest of the model).
@@ -235,8 +242,8 @@ def count_flops(model: nn.Module, inputs: torch.Tensor, forward=None) -> Dict[st
         relpos_calls.append((B * nh * H * W * d, H, W, module.num_samples))
 
     handles = [m.register_forward_hook(relpos_hook) for m in model.modules() if isinstance(m, RelPosEmb)]
-    # the fused 'fast' attention (custom autograd Functions / C++ kernels) is opaque to the jit tracer:
-    # count the 'reference' path, which does the same arithmetic with traceable ops
+    # the fused 'fast' attention is one operator per layer (counted as a whole by its mmengine handle):
+    # count the 'reference' path, which does the same arithmetic in separate ops, for the breakdown
     impls = {m: m.attn_impl for m in model.modules() if isinstance(m, DGMN2Attention)}
     for m in impls:
         m.attn_impl = 'reference'
@@ -310,7 +317,11 @@ def get_flops(config: str, shape: Optional[Sequence[int]] = None, cfg_options: O
     model = build_model(cfg)
     shape = tuple(shape) if shape else DEFAULT_SHAPES[model_kind(model)]
     inputs, forward = make_inputs(model, shape, pad=pad)
-    result = count_flops(model, inputs, forward)
+    from dgmn_mm.models.layers.dgmn import dgmn_report, record_dgmn_inputs
+    with record_dgmn_inputs(model) as dgmn_shapes:  # the map each DGMN module (CVPR 2020) runs on
+        result = count_flops(model, inputs, forward)
+    if dgmn_shapes:
+        result['dgmn'] = dgmn_report(dgmn_shapes)
     result.update(config=config, kind=model_kind(model), shape=shape)
     return result
 
@@ -327,6 +338,12 @@ def format_result(res: Dict[str, Any], convention: str = 'impl', breakdown: bool
         f"  impl  (this implementation, incl. sampling, RelPos on K rows): {res['impl'] / g:.3f} G",
         f"  paper (fvcore on the official code: RelPos on all L rows, no sampling): {res['paper'] / g:.3f} G",
     ]
+    if res.get('dgmn'):  # DGMN module: the totals above miss its DeformConv2d; the paper counts fewer ops
+        d = res['dgmn']
+        lines += [f"DGMN modules ({d['modules']}): {d['params'] / 1e6:.3f} M params",
+                  f"  ours  (dgmn_complexity: every op of the module): {d['flops'] / g:.3f} G",
+                  f"  paper (standard-conv multiply-adds only, the DGMN release's compute_flop.py; "
+                  f"Table 2 convention): {d['paper_flops'] / g:.3f} G"]
     if breakdown:
         lines.append('-' * 64)
         lines.append('DGMN2 breakdown (impl convention):')

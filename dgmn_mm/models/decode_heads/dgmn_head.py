@@ -7,13 +7,13 @@ their context modules, the module sits between ``convs[0]`` (3x3, in_channels ->
 (``concat_input=True``) the head differs from ``FCNHead`` by the DGMN module only, so the "+Params / +FLOPs
 over Dilated FCN" of Table 2 are those of the module (:func:`dgmn_mm.models.layers.dgmn.dgmn_complexity`).
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from mmseg.models.decode_heads.fcn_head import FCNHead
 
 from ...registry import MODELS
-from ..layers.dgmn import DGMN
+from ..layers.dgmn import DGMN, check_dgmn_args
 
 
 @MODELS.register_module()
@@ -21,14 +21,21 @@ class DGMNHead(FCNHead):
     """FCN head with a :class:`~dgmn_mm.models.layers.dgmn.DGMN` module on the ``channels``-wide feature.
 
     Args:
-        dilations (Sequence[int]): sampling rates rho_q. Defaults to (1, 6, 12, 24, 36) (Cityscapes, paper
-            Sec. 5.1).
-        groups (int): G dynamic filter groups. Defaults to 4.
+        dilations (Sequence[int]): sampling rates rho_q, positive ints. Defaults to (1, 6, 12, 24, 36)
+            (Cityscapes, paper Sec. 5.1).
+        groups (int): G dynamic filter groups, a positive divisor of ``channels``. Defaults to 4.
         dynamic_sampling (bool): DS switch of :class:`DGMN`. Defaults to True.
         dynamic_weights (bool): DW switch. Defaults to True.
         dynamic_affinity (bool): DA switch. Defaults to True.
+        fusion (str): ``'scale'`` or ``'concat'`` (see :class:`DGMN`). Defaults to ``'scale'``; the
+            Table 2 configs use ``'concat'``.
         release_branch4_bug (bool): see :class:`DGMN`. Defaults to False.
+        fuse_norm_cfg (dict, optional): norm of the ``'concat'`` fusion (default GroupNorm(32)).
         **kwargs: :class:`FCNHead` / ``BaseDecodeHead`` arguments (``num_convs`` is fixed to 2).
+
+    Shapes:
+        - inputs: list of backbone maps; ``inputs[in_index]`` is (B, in_channels, H, W)
+        - output: (B, num_classes, H, W)
     """
 
     def __init__(self,
@@ -37,9 +44,18 @@ class DGMNHead(FCNHead):
                  dynamic_sampling: bool = True,
                  dynamic_weights: bool = True,
                  dynamic_affinity: bool = True,
+                 fusion: str = 'scale',
                  release_branch4_bug: bool = False,
+                 fuse_norm_cfg: Optional[dict] = None,
                  **kwargs):
-        kwargs.pop('num_convs', None)
+        num_convs = kwargs.pop('num_convs', 2)
+        if num_convs != 2:
+            raise ValueError(f'num_convs of DGMNHead must be 2 (the module sits between the two convs), '
+                             f'got {num_convs!r}')
+        channels = kwargs.get('channels')
+        check_dgmn_args(channels if isinstance(channels, int) and not isinstance(channels, bool) and
+                        channels > 0 else None, dilations, groups, 3, dynamic_sampling, dynamic_weights,
+                        dynamic_affinity, fusion, release_branch4_bug, fuse_norm_cfg)
         super().__init__(num_convs=2, **kwargs)
         self.dgmn = DGMN(
             in_channels=self.channels,
@@ -48,7 +64,9 @@ class DGMNHead(FCNHead):
             dynamic_sampling=dynamic_sampling,
             dynamic_weights=dynamic_weights,
             dynamic_affinity=dynamic_affinity,
-            release_branch4_bug=release_branch4_bug)
+            fusion=fusion,
+            release_branch4_bug=release_branch4_bug,
+            fuse_norm_cfg=fuse_norm_cfg)
 
     def _forward_feature(self, inputs):
         """inputs: list of backbone maps -> (B, channels, H, W) feature before ``cls_seg``."""

@@ -1,4 +1,4 @@
-from .dgmn import DGMN, build_resnet_with_pre_block_plugins, dgmn_complexity
+from .dgmn import DGMN, dgmn_complexity, dgmn_paper_flops
 from .node_sampling import sample_nodes
 
-__all__ = ['DGMN', 'build_resnet_with_pre_block_plugins', 'dgmn_complexity', 'sample_nodes']
+__all__ = ['DGMN', 'dgmn_complexity', 'dgmn_paper_flops', 'sample_nodes']

@@ -31,6 +31,8 @@ from ...registry import MODELS
 from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
                              slot_rows)
 from ..layers.node_sampling import sample_nodes
+from ..utils.arch import parse_arch
+from ..utils.dgmn2_checks import check_dgmn2_args, check_dgmn2_input
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -183,6 +185,71 @@ class FFN(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class _ChunkedNormFFNResidual(torch.autograd.Function):
+    """``y = x + fc2(GELU(fc1(LN(x))))`` over chunks of rows, for training.
+
+    Autograd on the plain form keeps LN(x), fc1(.) and GELU(.) of every token for the backward (1 + 2r
+    times the size of x: 17 x for r = 8) and allocates them, and their gradients, as whole-map tensors on
+    every step (above glibc's 32 MB mmap threshold each is fresh pages, ~0.55 ms per MB to first touch on a
+    VM). Here only x is kept; the forward and the backward go through ``chunk`` rows at a time, and the
+    backward recomputes LN, fc1 and GELU of its chunk (one more fc1 GEMM) before the usual steps. Per token
+    the same ATen ops run on the same values (``native_layer_norm``, ``addmm``, ``gelu``,
+    ``gelu_backward``, ``native_layer_norm_backward``), so outputs and the input gradient are those of the
+    plain form; weight gradients are sums of per-chunk products (summation order differs, ~1e-7 relative).
+
+    Inputs: x2d (M, C) contiguous, LN weight/bias, fc1 weight/bias, fc2 weight/bias, eps, chunk (rows).
+    """
+
+    @staticmethod
+    def forward(ctx, x2d, ln_w, ln_b, w1, b1, w2, b2, eps: float, chunk: int):
+        C = x2d.shape[1]
+        y = torch.empty_like(x2d)
+        for s in range(0, x2d.shape[0], chunk):
+            xc, yc = x2d[s:s + chunk], y[s:s + chunk]
+            ln = torch.native_layer_norm(xc, (C, ), ln_w, ln_b, eps)[0]
+            h = F.gelu(torch.addmm(b1, ln, w1.t()))
+            torch.addmm(b2, h, w2.t(), out=yc)
+            yc.add_(xc)  # x + ffn(LN(x)) (a + b == b + a in floating point)
+        ctx.save_for_backward(x2d, ln_w, ln_b, w1, b1, w2, b2)
+        ctx.eps, ctx.chunk = eps, chunk
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        x2d, ln_w, ln_b, w1, b1, w2, b2 = ctx.saved_tensors
+        eps, chunk, C = ctx.eps, ctx.chunk, x2d.shape[1]
+        need = ctx.needs_input_grad
+        gy = gy.contiguous()
+        gx = torch.empty_like(x2d) if need[0] else None
+        g_lnw, g_lnb, gw1, gb1, gw2, gb2 = (torch.zeros_like(t) if n else None
+                                            for t, n in zip((ln_w, ln_b, w1, b1, w2, b2), need[1:7]))
+        mask = [need[0], need[1], need[2]]
+        for s in range(0, x2d.shape[0], chunk):
+            xc, g = x2d[s:s + chunk], gy[s:s + chunk]
+            ln, mean, rstd = torch.native_layer_norm(xc, (C, ), ln_w, ln_b, eps)
+            h = torch.addmm(b1, ln, w1.t())
+            if gw2 is not None:
+                gw2.addmm_(g.t(), F.gelu(h))
+            if gb2 is not None:
+                gb2 += g.sum(0)
+            gh = torch.ops.aten.gelu_backward(g.mm(w2), h)
+            if gw1 is not None:
+                gw1.addmm_(gh.t(), ln)
+            if gb1 is not None:
+                gb1 += gh.sum(0)
+            if any(mask):
+                gxc, gw, gb = torch.ops.aten.native_layer_norm_backward(gh.mm(w1), xc, (C, ), mean, rstd, ln_w,
+                                                                        ln_b, mask)
+                if gx is not None:
+                    torch.add(gxc, g, out=gx[s:s + chunk])  # the LN branch + the residual
+                if g_lnw is not None:
+                    g_lnw += gw
+                if g_lnb is not None:
+                    g_lnb += gb
+        return gx, g_lnw, g_lnb, gw1, gb1, gw2, gb2, None, None
+
+
 class DGMN2Block(nn.Module):
     """A DGMN2 layer (pre-norm): ``x += DropPath(attn(LN(x)))``; ``x += DropPath(ffn(LN(x)))``.
 
@@ -195,6 +262,9 @@ class DGMN2Block(nn.Module):
     """
     chunk_tokens = 1024
     chunk_tokens_accel = 16384
+    chunked_ffn_train = True  # LN + FFN + residual with autograd through _ChunkedNormFFNResidual ...
+    chunked_ffn_min_bytes = 32 * 2 ** 20  # ... when the hidden map would be at least this large
+    train_chunk_tokens = 2048
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, feat_size: Tuple[int, int],
                  qkv_bias: bool = True, drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
@@ -210,7 +280,30 @@ class DGMN2Block(nn.Module):
 
     def _forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+        if self.chunked_ffn_train and self._chunked_ffn_applies(x):
+            B, N, C = x.shape
+            n, f = self.norm2, self.ffn
+            return _ChunkedNormFFNResidual.apply(x.reshape(B * N, C), n.weight, n.bias, f.fc1.weight, f.fc1.bias,
+                                                 f.fc2.weight, f.fc2.bias, n.eps,
+                                                 self.train_chunk_tokens).view(B, N, C)
         return x + self.drop_path(self.ffn(self.norm2(x)))
+
+    def _chunked_ffn_applies(self, x: Tensor) -> bool:
+        """Whether the chunked training form is used: for large maps only (hidden map >=
+        ``chunked_ffn_min_bytes``; below, the extra fc1 GEMM costs more than the whole-map tensors, e.g.
+        stage 3 at 800 x 1333: +15 %; stage 1: -25 %, 1 thread), and for the default block: no FFN dropout
+        or drop path in training, exact GELU, LN with affine parameters, no autocast, no compile/export
+        tracing, contiguous x."""
+        f = self.ffn
+        hidden_bytes = x.numel() // x.shape[-1] * f.fc1.out_features * x.element_size()
+        return (hidden_bytes >= self.chunked_ffn_min_bytes
+                and not (self.training and (f.drop.p > 0 or not isinstance(self.drop_path, nn.Identity)))
+                and type(f) is FFN and isinstance(f.act, nn.GELU) and f.act.approximate == 'none'
+                and f.fc1.bias is not None and f.fc2.bias is not None
+                and self.norm2.weight is not None and self.norm2.bias is not None
+                and not torch.is_autocast_enabled(x.device.type) and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing()  # jit FLOP counters / TorchScript see the plain ops
+                and x.is_contiguous() and x.dtype == self.norm2.weight.dtype)
 
     def _forward_inference(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         y = self.attn(self.norm1(x), hw_shape)
@@ -318,8 +411,8 @@ class DGMN2(BaseModule):
         attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`.
             Defaults to 'fast'.
         pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
-        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics).
-            Defaults to 0 (nothing frozen).
+        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics); one of
+            -1, 0 (both: nothing frozen, -1 as in mmpretrain), 1, 2, 3, 4 (everything). Defaults to 0.
         norm_eval (bool): keep every BN in eval mode during training. Defaults to False.
         with_cp (bool): gradient checkpointing of each block. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=...)`` loads an
@@ -363,16 +456,12 @@ class DGMN2(BaseModule):
         embed_dims = self.arch_settings['embed_dims']
         num_heads = self.arch_settings['num_heads']
         mlp_ratios = self.arch_settings['mlp_ratios']
-        strides = tuple(strides)
-        if len(strides) != self.num_stages or strides[0] != 4 or any(s not in (1, 2) for s in strides[1:]):
-            raise ValueError(f'strides must be (4, s2, s3, s4) with s_i in {{1, 2}}, got {strides}')
+        strides, out_indices = check_dgmn2_args(  # every argument, ValueError/TypeError naming it
+            self.arch_settings, in_channels, strides, out_indices, qkv_bias, drop_rate, attn_drop_rate,
+            drop_path_rate, norm_cfg, act_cfg, relpos_mode, attn_impl, DGMN2Attention.impls, pretrain_img_size,
+            frozen_stages, norm_eval, with_cp, self.num_stages)
+        self.in_channels = in_channels
         self.strides = strides
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        out_indices = tuple(i % self.num_stages if -self.num_stages <= i < self.num_stages else i
-                            for i in out_indices)
-        if not out_indices or any(not 0 <= i < self.num_stages for i in out_indices):
-            raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -402,23 +491,15 @@ class DGMN2(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'unknown DGMN2 arch {arch!r}; choose from {sorted(set(cls.arch_zoo))} '
-                                 'or pass a dict')
-            return {**cls.default_widths, **cls.arch_zoo[key]}
-        if isinstance(arch, dict):
-            keys = {'depths', 'embed_dims', 'num_heads', 'mlp_ratios'}
-            missing = keys - set(arch)
-            if missing:
-                raise ValueError(f'arch dict is missing {sorted(missing)}')
-            if any(len(arch[k]) != cls.num_stages for k in keys):
-                raise ValueError(f'every entry of the arch dict must have {cls.num_stages} values')
-            return {k: tuple(arch[k]) for k in keys}
-        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        return parse_arch(arch, cls.arch_zoo, ('depths', 'embed_dims', 'num_heads', 'mlp_ratios'), cls.num_stages,
+                          defaults=cls.default_widths, positive_int_keys=('depths', 'embed_dims', 'num_heads'),
+                          model='DGMN2')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        # a clear error (naming the minimum size) instead of BatchNorm's on a too small map
+        check_dgmn2_input(x, self.in_channels, self.strides, [
+            i for i, stage in enumerate(self.stages)
+            if any(isinstance(m, _BatchNorm) and m.training for m in stage.patch_embed.modules())])
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)  # channels-last between stages (see channels_last_)
@@ -443,17 +524,53 @@ class DGMN2(BaseModule):
                     m.eval()
         return self
 
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer-wise depth of a parameter, for layer-wise lr decay (mmpretrain's
+        ``LearningRateDecayOptimWrapperConstructor``, ``scale = rate ** (num_layers - depth - 1)``).
+
+        With L = sum(depths) blocks, ``num_layers = L + 2``: the stem (``stages.0.patch_embed``) has depth 0,
+        block j of stage i has depth ``sum(depths[:i]) + j + 1``, the patch embedding of stage i > 0 shares
+        the depth of the stage's first block, and anything outside the backbone (a parameter whose name
+        does not start with ``prefix``, e.g. the head) has depth L + 1.
+
+        Args:
+            param_name (str): the parameter's name, e.g. ``'backbone.stages.2.blocks.1.attn.qkv.weight'``.
+            prefix (str): the backbone's prefix in ``param_name``. Defaults to ''.
+
+        Returns:
+            tuple[int, int]: (depth, num_layers).
+        """
+        depths = [len(stage.blocks) for stage in self.stages]
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix):].split('.')
+        if len(parts) < 3 or parts[0] != 'stages':
+            return num_layers - 1, num_layers
+        stage_id = int(parts[1])
+        first = sum(depths[:stage_id]) + 1  # depth of the stage's first block
+        if parts[2] == 'patch_embed':
+            return (0 if stage_id == 0 else first), num_layers
+        if parts[2] == 'blocks':
+            return first + int(parts[3]), num_layers
+        return num_layers - 1, num_layers
+
     # --- weights ---------------------------------------------------------------------------------------
     def init_weights(self):
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official or converted checkpoints);
-        any other ``init_cfg`` is handled by mmengine."""
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official checkpoints of any kind, or
+        converted ones); any other ``init_cfg`` is handled by mmengine. A file that cannot be used raises
+        one :class:`~dgmn_mm.models.backbones.dgmn2_convert.CheckpointError` ``'<file>: <what is wrong>'``
+        (local files are read with ``weights_only=True``)."""
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         ckpt_path = self.init_cfg.get('checkpoint')
         if ckpt_path is None:
             raise ValueError("init_cfg of type 'Pretrained' needs a 'checkpoint'")
-        ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
-        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'))
+        if '://' in str(ckpt_path):
+            ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
+        else:
+            ckpt = load_checkpoint_file(ckpt_path)
+        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'), source=ckpt_path)
         load_backbone_state_dict(self, state_dict, source=ckpt_path)
         MMLogger.get_current_instance().info(f'DGMN2: loaded {len(state_dict)} tensors from {ckpt_path}')
         self._is_init = True
@@ -472,111 +589,8 @@ def _init_weights(m: nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Official checkpoints
+# Official checkpoints: the conversion lives in dgmn2_convert (re-exported here for existing imports)
 # --------------------------------------------------------------------------------------------------------
-_OFFICIAL_RULES = (  # (official pattern, ours); applied in order, each key gets exactly one prefix rule
-    (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.patch_embed.'),
-    (r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.'),
-    (r'\.attn\.conv_offset\.', '.attn.walk.'),
-    (r'\.attn\.pos_emb\.', '.attn.rel_pos.'),
-    (r'\.mlp\.', '.ffn.'),
-)
-_MM_RULES = (
-    (r'^stages\.(\d)\.patch_embed\.', lambda m: f'patch_embed{int(m[1]) + 1}.'),
-    (r'^stages\.(\d)\.blocks\.(\d+)\.', lambda m: f'block{int(m[1]) + 1}.{m[2]}.'),
-    (r'\.attn\.walk\.', '.attn.conv_offset.'),
-    (r'\.attn\.rel_pos\.', '.attn.pos_emb.'),
-    (r'\.ffn\.', '.mlp.'),
-)
-
-
-def _rename(key: str, rules) -> Optional[str]:
-    new, hits = key, 0
-    for pattern, repl in rules[:2]:
-        new, n = re.subn(pattern, repl, new)
-        hits += n
-    if hits != 1:
-        return None
-    for pattern, repl in rules[2:]:
-        new = re.sub(pattern, repl, new)
-    return new
-
-
-def is_official_state_dict(state_dict: Dict[str, Tensor]) -> bool:
-    return any(k.startswith(('patch_embed1.', 'block1.')) for k in state_dict)
-
-
-def convert_official_state_dict(state_dict: Dict[str, Tensor], strict: bool = True) -> Dict[str, Tensor]:
-    """Official DGMN2 (timm-style) keys -> ours: ``backbone.*`` for the backbone and ``head.fc.*`` for the
-    classifier (the layout of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``). Every official
-    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it (``strict=False``
-    keeps unknown keys unchanged instead, for the caller to report)."""
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            out['head.fc.' + key[len('head.'):]] = value
-            continue
-        new = _rename(key, _OFFICIAL_RULES)
-        if new is None:
-            unknown.append(key)
-            if not strict:
-                out[key] = value
-        else:
-            out['backbone.' + new] = value
-    if unknown and strict:
-        raise KeyError(f'{len(unknown)} keys are not DGMN2 keys (is this an official DGMN2 checkpoint?): '
-                       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
-    return out
-
-
-def convert_to_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Inverse of :func:`convert_official_state_dict` (ours -> official keys)."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.fc.'):
-            out['head.' + key[len('head.fc.'):]] = value
-        elif key.startswith('backbone.') and _rename(key[len('backbone.'):], _MM_RULES) is not None:
-            out[_rename(key[len('backbone.'):], _MM_RULES)] = value
-        else:
-            raise KeyError(f'{key!r} is not a key of a DGMN2 classifier')
-    return out
-
-
-def unwrap_checkpoint(ckpt) -> Dict[str, Tensor]:
-    """A bare state dict, or one wrapped in ``state_dict`` (mmengine) or ``model`` (DeiT-style trainers)."""
-    if not isinstance(ckpt, dict):
-        raise TypeError(f'a checkpoint must be a dict, got {type(ckpt)}')
-    for key in ('state_dict', 'model'):
-        if key in ckpt and isinstance(ckpt[key], dict):
-            return ckpt[key]
-    return ckpt
-
-
-def checkpoint_filter_fn(ckpt, model: Optional[DGMN2] = None, prefix: Optional[str] = None):
-    """Backbone-only state dict (our keys) from any DGMN2 checkpoint: official, converted classifier,
-    or a detector/segmentor (``prefix='backbone.'`` is the default when such keys are present). RelPos
-    tables made for another pre-training size are resized to the model's."""
-    state_dict = unwrap_checkpoint(ckpt)
-    if is_official_state_dict(state_dict):
-        state_dict = convert_official_state_dict(state_dict)
-    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
-        prefix = 'backbone.'
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if model is not None:
-        own = model.state_dict()
-        for k, v in state_dict.items():
-            if k.endswith(('rel_pos.rel_height', 'rel_pos.rel_width')) and k in own \
-                    and own[k].shape[0] != v.shape[0]:
-                state_dict[k] = resize_rel_table(v.float(), own[k].shape[0]).to(v.dtype)
-    return state_dict
-
-
-def load_backbone_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str = 'checkpoint'):
-    """``load_state_dict`` that fails loudly: any missing or unexpected key raises with their names."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise KeyError(f'{source} does not fit {type(model).__name__}: {len(missing)} missing keys '
-                       f'{missing[:8]}{" ..." if len(missing) > 8 else ""}, {len(unexpected)} unexpected keys '
-                       f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""}')
+from .dgmn2_convert import (CheckpointError, checkpoint_filter_fn, convert_official_checkpoint,  # noqa: E402,F401
+                            convert_official_state_dict, convert_to_official_state_dict, is_official_state_dict,
+                            load_backbone_state_dict, load_checkpoint_file, unwrap_checkpoint)

@@ -1,0 +1,130 @@
+"""The chunked LN + FFN + residual training form of DGMN2Block against the plain autograd form.
+
+The plain form is the same block with ``chunked_ffn_train = False``; outputs and input gradients must agree
+to 1e-5 and parameter gradients to 1e-5 x max(1, |grad|) (the chunked form sums weight gradients chunk by
+chunk).
+"""
+import copy
+
+import pytest
+import torch
+
+from dgmn_mm.models.backbones.dgmn2 import DGMN2, DGMN2Block, _ChunkedNormFFNResidual
+
+
+def _pair(model):
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, DGMN2Block):
+            m.chunked_ffn_train = False
+    return plain
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _assert_grads_close(ga, gb, tol=1e-5):
+    assert ga.keys() == gb.keys() and ga
+    for n in ga:
+        scale = max(1., gb[n].abs().max().item())
+        err = (ga[n] - gb[n]).abs().max().item()
+        assert err <= tol * scale, f'{n}: {err} > {tol} x {scale}'
+
+
+@pytest.mark.parametrize('chunk,shape', [(64, (2, 9, 13)), (4096, (1, 7, 5)), (50, (3, 8, 8))])
+def test_block_matches_plain_form(chunk, shape):
+    torch.manual_seed(0)
+    B, H, W = shape
+    blk = DGMN2Block(32, 2, 4, (8, 8), attn_impl='reference').train()
+    for p in blk.parameters():  # non-trivial LN affine parameters and biases
+        p.data.add_(0.1 * torch.randn_like(p))
+    blk.train_chunk_tokens = chunk
+    blk.chunked_ffn_min_bytes = 0
+    plain = _pair(blk)
+    x = torch.randn(B, H * W, 32, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_()
+    y, y2 = blk(x, (H, W)), plain(x2, (H, W))
+    assert y.shape == (B, H * W, 32)
+    torch.testing.assert_close(y, y2, rtol=0, atol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=0, atol=1e-5)
+    _assert_grads_close(_grads(blk), _grads(plain))
+
+
+def test_function_is_used_and_saves_only_the_input():
+    """The chunked form really runs in training (not silently the plain one) and keeps no hidden tensor."""
+    torch.manual_seed(0)
+    blk = DGMN2Block(16, 1, 8, (4, 4), attn_impl='reference').train()
+    x = torch.randn(2, 36, 16, requires_grad=True)
+    assert blk(x, (6, 6)).grad_fn.name() == 'AddBackward0'  # small map: hidden < 32 MB, plain form
+    blk.chunked_ffn_min_bytes = 2 * 36 * 128 * 4  # exactly this map's hidden size
+    y = blk(x, (6, 6))
+    assert type(y.grad_fn).__name__ == 'ViewBackward0'
+    node = y.grad_fn.next_functions[0][0]
+    assert 'ChunkedNormFFNResidual' in type(node).__name__
+    # x itself and the parameters; never LN(x) or the (M, 8C) hidden maps
+    assert [tuple(t.shape) for t in node.saved_tensors] == [(72, 16), (16, ), (16, ), (128, 16), (128, ),
+                                                             (16, 128), (16, )]
+    blk.chunked_ffn_train = False
+    assert 'ChunkedNormFFNResidual' not in repr(blk(x, (6, 6)).grad_fn.name())
+
+
+def test_plain_form_kept_where_the_chunked_one_does_not_apply(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr(DGMN2Block, 'chunked_ffn_min_bytes', 0)
+    blk = DGMN2Block(16, 1, 4, (4, 4), drop=0.1, attn_impl='reference').train()
+    x = torch.randn(1, 16, 16, requires_grad=True)
+    assert blk(x, (4, 4)).grad_fn.name() == 'AddBackward0'  # dropout in training
+    blk = DGMN2Block(16, 1, 4, (4, 4), drop_path=0.1, attn_impl='reference').train()
+    assert blk(x, (4, 4)).grad_fn.name() == 'AddBackward0'  # drop path in training
+    blk = DGMN2Block(16, 1, 4, (4, 4), attn_impl='reference').train()
+    blk.chunked_ffn_min_bytes = 0
+    with torch.autocast('cpu', torch.bfloat16):
+        assert blk(x, (4, 4)).grad_fn.name() == 'AddBackward0'  # autocast
+    blk.eval()  # eval with autograd (e.g. gradients of an input) takes the chunked form; drop path is off
+    assert 'ChunkedNormFFNResidual' in blk(x, (4, 4)).grad_fn.next_functions[0][0].name()
+
+
+def test_frozen_parameters_and_no_input_grad():
+    """needs_input_grad is honoured: frozen LN/FFN parameters get no gradient, the others the plain ones."""
+    torch.manual_seed(0)
+    blk = DGMN2Block(16, 1, 4, (4, 4), attn_impl='reference').train()
+    blk.chunked_ffn_min_bytes = 0
+    for p in list(blk.norm2.parameters()) + list(blk.ffn.fc1.parameters()):
+        p.requires_grad_(False)
+    plain = _pair(blk)
+    x = torch.randn(2, 20, 16)
+    blk(x, (4, 5)).square().sum().backward()
+    plain(x, (4, 5)).square().sum().backward()
+    assert blk.ffn.fc1.weight.grad is None and blk.norm2.weight.grad is None
+    _assert_grads_close(_grads(blk), _grads(plain))
+
+
+def test_function_gradcheck_fp64():
+    torch.manual_seed(0)
+    C, R, M = 4, 8, 7
+    args = [torch.randn(M, C), 1 + 0.1 * torch.randn(C), 0.1 * torch.randn(C), 0.5 * torch.randn(R * C, C),
+            0.1 * torch.randn(R * C), 0.5 * torch.randn(C, R * C), 0.1 * torch.randn(C)]
+    args = [a.double().requires_grad_() for a in args]
+    assert torch.autograd.gradcheck(lambda *a: _ChunkedNormFFNResidual.apply(*a, 1e-6, 3), args)
+
+
+def test_backbone_train_step_matches_plain_form():
+    """A whole DGMN2-Tiny backbone in train mode (BN in training): outputs and every
+    parameter gradient as with the plain form."""
+    torch.manual_seed(0)
+    model = DGMN2(arch='tiny', attn_impl='reference').train()
+    for blk in (m for m in model.modules() if isinstance(m, DGMN2Block)):
+        blk.train_chunk_tokens = 100  # several chunks at every stage
+        blk.chunked_ffn_min_bytes = 0
+    plain = _pair(model)
+    x = torch.randn(2, 3, 64, 96)
+    outs, outs2 = model(x), plain(x)
+    for o, o2 in zip(outs, outs2):
+        torch.testing.assert_close(o, o2, rtol=0, atol=1e-5)
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
+    sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs2).backward()
+    _assert_grads_close(_grads(model), _grads(plain))

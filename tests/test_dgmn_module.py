@@ -379,8 +379,11 @@ def test_complexity_matches_flop_counter():
         by_op = fa.by_operator()
         assert by_op.get('conv', 0) == c['walk'] + (0 if m.dynamic_sampling else c['pred'])
         assert by_op.get('grid_sampler', 0) == c['sampling']
-        # paper convention: the standard (non-deformable) convs only, weights only
-        assert c['paper_flops'] == by_op.get('conv', 0)
+        # paper convention: conv weights (standard and deformable) x H x W only
+        S, K, C, P = len(m.dilations), 9, 16, m.num_pred_channels
+        assert c['paper_flops'] == S * H * W * C * K * (2 * K * m.dynamic_sampling + P)
+        assert c['paper_flops'] == by_op.get('conv', 0) + (c['pred'] - S * 4 * C * K * H * W
+                                                            if m.dynamic_sampling else 0)
 
 
 def test_concat_complexity_matches_flop_counter():

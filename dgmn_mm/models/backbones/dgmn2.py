@@ -31,8 +31,6 @@ from ...registry import MODELS
 from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
                              slot_rows)
 from ..layers.node_sampling import sample_nodes
-from ..utils.arch import parse_arch
-from ..utils.dgmn2_checks import check_dgmn2_args, check_dgmn2_input
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -305,6 +303,7 @@ class DGMN2Block(nn.Module):
                 and not torch.jit.is_tracing()  # jit FLOP counters / TorchScript see the plain ops
                 and x.is_contiguous() and x.dtype == self.norm2.weight.dtype)
 
+
     def _forward_inference(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         y = self.attn(self.norm1(x), hw_shape)
         y = (y.clone() if y.data_ptr() == x.data_ptr() else y.contiguous()).add_(x)  # x + attn(LN(x))
@@ -411,8 +410,8 @@ class DGMN2(BaseModule):
         attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`.
             Defaults to 'fast'.
         pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
-        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics); one of
-            -1, 0 (both: nothing frozen, -1 as in mmpretrain), 1, 2, 3, 4 (everything). Defaults to 0.
+        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics).
+            Defaults to 0 (nothing frozen).
         norm_eval (bool): keep every BN in eval mode during training. Defaults to False.
         with_cp (bool): gradient checkpointing of each block. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=...)`` loads an
@@ -456,12 +455,16 @@ class DGMN2(BaseModule):
         embed_dims = self.arch_settings['embed_dims']
         num_heads = self.arch_settings['num_heads']
         mlp_ratios = self.arch_settings['mlp_ratios']
-        strides, out_indices = check_dgmn2_args(  # every argument, ValueError/TypeError naming it
-            self.arch_settings, in_channels, strides, out_indices, qkv_bias, drop_rate, attn_drop_rate,
-            drop_path_rate, norm_cfg, act_cfg, relpos_mode, attn_impl, DGMN2Attention.impls, pretrain_img_size,
-            frozen_stages, norm_eval, with_cp, self.num_stages)
-        self.in_channels = in_channels
+        strides = tuple(strides)
+        if len(strides) != self.num_stages or strides[0] != 4 or any(s not in (1, 2) for s in strides[1:]):
+            raise ValueError(f'strides must be (4, s2, s3, s4) with s_i in {{1, 2}}, got {strides}')
         self.strides = strides
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        out_indices = tuple(i % self.num_stages if -self.num_stages <= i < self.num_stages else i
+                            for i in out_indices)
+        if not out_indices or any(not 0 <= i < self.num_stages for i in out_indices):
+            raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -491,15 +494,23 @@ class DGMN2(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        return parse_arch(arch, cls.arch_zoo, ('depths', 'embed_dims', 'num_heads', 'mlp_ratios'), cls.num_stages,
-                          defaults=cls.default_widths, positive_int_keys=('depths', 'embed_dims', 'num_heads'),
-                          model='DGMN2')
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'unknown DGMN2 arch {arch!r}; choose from {sorted(set(cls.arch_zoo))} '
+                                 'or pass a dict')
+            return {**cls.default_widths, **cls.arch_zoo[key]}
+        if isinstance(arch, dict):
+            keys = {'depths', 'embed_dims', 'num_heads', 'mlp_ratios'}
+            missing = keys - set(arch)
+            if missing:
+                raise ValueError(f'arch dict is missing {sorted(missing)}')
+            if any(len(arch[k]) != cls.num_stages for k in keys):
+                raise ValueError(f'every entry of the arch dict must have {cls.num_stages} values')
+            return {k: tuple(arch[k]) for k in keys}
+        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        # a clear error (naming the minimum size) instead of BatchNorm's on a too small map
-        check_dgmn2_input(x, self.in_channels, self.strides, [
-            i for i, stage in enumerate(self.stages)
-            if any(isinstance(m, _BatchNorm) and m.training for m in stage.patch_embed.modules())])
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)  # channels-last between stages (see channels_last_)
@@ -524,53 +535,17 @@ class DGMN2(BaseModule):
                     m.eval()
         return self
 
-    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
-        """Layer-wise depth of a parameter, for layer-wise lr decay (mmpretrain's
-        ``LearningRateDecayOptimWrapperConstructor``, ``scale = rate ** (num_layers - depth - 1)``).
-
-        With L = sum(depths) blocks, ``num_layers = L + 2``: the stem (``stages.0.patch_embed``) has depth 0,
-        block j of stage i has depth ``sum(depths[:i]) + j + 1``, the patch embedding of stage i > 0 shares
-        the depth of the stage's first block, and anything outside the backbone (a parameter whose name
-        does not start with ``prefix``, e.g. the head) has depth L + 1.
-
-        Args:
-            param_name (str): the parameter's name, e.g. ``'backbone.stages.2.blocks.1.attn.qkv.weight'``.
-            prefix (str): the backbone's prefix in ``param_name``. Defaults to ''.
-
-        Returns:
-            tuple[int, int]: (depth, num_layers).
-        """
-        depths = [len(stage.blocks) for stage in self.stages]
-        num_layers = sum(depths) + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        parts = param_name[len(prefix):].split('.')
-        if len(parts) < 3 or parts[0] != 'stages':
-            return num_layers - 1, num_layers
-        stage_id = int(parts[1])
-        first = sum(depths[:stage_id]) + 1  # depth of the stage's first block
-        if parts[2] == 'patch_embed':
-            return (0 if stage_id == 0 else first), num_layers
-        if parts[2] == 'blocks':
-            return first + int(parts[3]), num_layers
-        return num_layers - 1, num_layers
-
     # --- weights ---------------------------------------------------------------------------------------
     def init_weights(self):
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official checkpoints of any kind, or
-        converted ones); any other ``init_cfg`` is handled by mmengine. A file that cannot be used raises
-        one :class:`~dgmn_mm.models.backbones.dgmn2_convert.CheckpointError` ``'<file>: <what is wrong>'``
-        (local files are read with ``weights_only=True``)."""
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official or converted checkpoints);
+        any other ``init_cfg`` is handled by mmengine."""
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         ckpt_path = self.init_cfg.get('checkpoint')
         if ckpt_path is None:
             raise ValueError("init_cfg of type 'Pretrained' needs a 'checkpoint'")
-        if '://' in str(ckpt_path):
-            ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
-        else:
-            ckpt = load_checkpoint_file(ckpt_path)
-        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'), source=ckpt_path)
+        ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
+        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'))
         load_backbone_state_dict(self, state_dict, source=ckpt_path)
         MMLogger.get_current_instance().info(f'DGMN2: loaded {len(state_dict)} tensors from {ckpt_path}')
         self._is_init = True
@@ -589,8 +564,111 @@ def _init_weights(m: nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Official checkpoints: the conversion lives in dgmn2_convert (re-exported here for existing imports)
+# Official checkpoints
 # --------------------------------------------------------------------------------------------------------
-from .dgmn2_convert import (CheckpointError, checkpoint_filter_fn, convert_official_checkpoint,  # noqa: E402,F401
-                            convert_official_state_dict, convert_to_official_state_dict, is_official_state_dict,
-                            load_backbone_state_dict, load_checkpoint_file, unwrap_checkpoint)
+_OFFICIAL_RULES = (  # (official pattern, ours); applied in order, each key gets exactly one prefix rule
+    (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.patch_embed.'),
+    (r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.'),
+    (r'\.attn\.conv_offset\.', '.attn.walk.'),
+    (r'\.attn\.pos_emb\.', '.attn.rel_pos.'),
+    (r'\.mlp\.', '.ffn.'),
+)
+_MM_RULES = (
+    (r'^stages\.(\d)\.patch_embed\.', lambda m: f'patch_embed{int(m[1]) + 1}.'),
+    (r'^stages\.(\d)\.blocks\.(\d+)\.', lambda m: f'block{int(m[1]) + 1}.{m[2]}.'),
+    (r'\.attn\.walk\.', '.attn.conv_offset.'),
+    (r'\.attn\.rel_pos\.', '.attn.pos_emb.'),
+    (r'\.ffn\.', '.mlp.'),
+)
+
+
+def _rename(key: str, rules) -> Optional[str]:
+    new, hits = key, 0
+    for pattern, repl in rules[:2]:
+        new, n = re.subn(pattern, repl, new)
+        hits += n
+    if hits != 1:
+        return None
+    for pattern, repl in rules[2:]:
+        new = re.sub(pattern, repl, new)
+    return new
+
+
+def is_official_state_dict(state_dict: Dict[str, Tensor]) -> bool:
+    return any(k.startswith(('patch_embed1.', 'block1.')) for k in state_dict)
+
+
+def convert_official_state_dict(state_dict: Dict[str, Tensor], strict: bool = True) -> Dict[str, Tensor]:
+    """Official DGMN2 (timm-style) keys -> ours: ``backbone.*`` for the backbone and ``head.fc.*`` for the
+    classifier (the layout of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``). Every official
+    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it (``strict=False``
+    keeps unknown keys unchanged instead, for the caller to report)."""
+    out, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            out['head.fc.' + key[len('head.'):]] = value
+            continue
+        new = _rename(key, _OFFICIAL_RULES)
+        if new is None:
+            unknown.append(key)
+            if not strict:
+                out[key] = value
+        else:
+            out['backbone.' + new] = value
+    if unknown and strict:
+        raise KeyError(f'{len(unknown)} keys are not DGMN2 keys (is this an official DGMN2 checkpoint?): '
+                       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+    return out
+
+
+def convert_to_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Inverse of :func:`convert_official_state_dict` (ours -> official keys)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith('head.fc.'):
+            out['head.' + key[len('head.fc.'):]] = value
+        elif key.startswith('backbone.') and _rename(key[len('backbone.'):], _MM_RULES) is not None:
+            out[_rename(key[len('backbone.'):], _MM_RULES)] = value
+        else:
+            raise KeyError(f'{key!r} is not a key of a DGMN2 classifier')
+    return out
+
+
+def unwrap_checkpoint(ckpt) -> Dict[str, Tensor]:
+    """A bare state dict, or one wrapped in ``state_dict`` (mmengine) or ``model`` (DeiT-style trainers)."""
+    if not isinstance(ckpt, dict):
+        raise TypeError(f'a checkpoint must be a dict, got {type(ckpt)}')
+    for key in ('state_dict', 'model'):
+        if key in ckpt and isinstance(ckpt[key], dict):
+            return ckpt[key]
+    return ckpt
+
+
+def checkpoint_filter_fn(ckpt, model: Optional[DGMN2] = None, prefix: Optional[str] = None):
+    """Backbone-only state dict (our keys) from any DGMN2 checkpoint: official, converted classifier,
+    or a detector/segmentor (``prefix='backbone.'`` is the default when such keys are present). RelPos
+    tables made for another pre-training size are resized to the model's."""
+    state_dict = unwrap_checkpoint(ckpt)
+    if is_official_state_dict(state_dict):
+        state_dict = convert_official_state_dict(state_dict)
+    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
+        prefix = 'backbone.'
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if model is not None:
+        own = model.state_dict()
+        for k, v in state_dict.items():
+            if k.endswith(('rel_pos.rel_height', 'rel_pos.rel_width')) and k in own \
+                    and own[k].shape[0] != v.shape[0]:
+                state_dict[k] = resize_rel_table(v.float(), own[k].shape[0]).to(v.dtype)
+    return state_dict
+
+
+def load_backbone_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str = 'checkpoint'):
+    """``load_state_dict`` that fails loudly: any missing or unexpected key raises with their names."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise KeyError(f'{source} does not fit {type(model).__name__}: {len(missing)} missing keys '
+                       f'{missing[:8]}{" ..." if len(missing) > 8 else ""}, {len(unexpected)} unexpected keys '
+                       f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""}')

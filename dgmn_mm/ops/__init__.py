@@ -1,6 +1,6 @@
 """PyTorch operators of dgmn_mm (``torch.ops.dgmn_mm.*``): the DGMN2 sampled attention and its RelPos rows.
 
-See :mod:`dgmn_mm.ops.sampled_attention` (operators, PyTorch implementation), :mod:`dgmn_mm.ops.backend`
+See :mod:`dgmn_mm.ops.attention` (operators, PyTorch implementation), :mod:`dgmn_mm.ops.backend`
 (C++ / Triton / PyTorch choice, ``DGMN_MM_ATTN_BACKEND``), :mod:`dgmn_mm.ops.geometry` (sampling and
 RelPos maths shared with the backbone) and :mod:`dgmn_mm.ops.flops` (mmengine FLOP handles, registered
 on import).
@@ -8,7 +8,7 @@ on import).
 from .backend import BackendUnavailableError, load_extension, resolve
 from .flops import register_mmengine_flop_handles
 from .geometry import NUM_SAMPLES, resize_rel_table, slot_rows, walk_to_grid
-from .sampled_attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, relpos_rows_torch,
+from .attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, relpos_rows_torch,
                                 sampled_attention, sampled_attention_torch)
 
 register_mmengine_flop_handles()

@@ -47,5 +47,9 @@ def register_mmengine_flop_handles() -> bool:
         from mmengine.analysis import complexity_analysis
     except ImportError:
         return False
+    from mmengine.analysis.jit_handles import generic_activation_jit
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update(FLOP_HANDLES)
+    # activations (mmengine's ActivationAnalyzer, also run by get_model_complexity_info): the output
+    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS.update(
+        {name: generic_activation_jit() for name in ('dgmn_mm::sampled_attention', 'dgmn_mm::relpos_rows')})
     return True

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ...ops import backend as _backend
 from ...ops.geometry import NUM_SAMPLES
-from ...ops.sampled_attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
+from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
 
 __all__ = ['NUM_SAMPLES', 'dgmn2_attention_fast', 'dgmn2_attention_flops', 'dgmn2_core_flops',

@@ -89,7 +89,7 @@ def relpos_rows_torch(qkv: Tensor, rows: Tensor, H: int, W: int, num_heads: int,
     d = C3 // 3 // num_heads
     q = qkv[..., :C3 // 3].reshape(B, H, W, num_heads, d)
     eq = 'byxjd,xtd->bjyxt' if by_column else 'byxjd,ytd->bjyxt'
-    return torch.einsum(eq, q, rows).reshape(B, num_heads, N, rows.shape[1])
+    return torch.einsum(eq, q, rows).reshape(B, num_heads, N, rows.shape[1]).contiguous()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -97,7 +97,8 @@ def relpos_rows_torch(qkv: Tensor, rows: Tensor, H: int, W: int, num_heads: int,
 # --------------------------------------------------------------------------------------------------------
 def _fwd_torch(qkv, walk, pos, H, W, num_heads, scale):
     with torch.no_grad():
-        return sampled_attention_torch(qkv, walk, pos, (H, W), num_heads, scale, return_attn=True)
+        out, attn = sampled_attention_torch(qkv, walk, pos, (H, W), num_heads, scale, return_attn=True)
+    return out.contiguous(), attn  # operator outputs are contiguous, as the fake kernel says
 
 
 def _fwd_cpp(qkv, walk, pos, H, W, num_heads, scale):
@@ -183,12 +184,12 @@ def _bwd_torch(grad_out, qkv, walk, pos, attn, H, W, num_heads, scale, need_walk
     g_s = torch.cat((q[:, :, None] * g_l[:, None] * scale, g[:, :, None] * a[:, None]), dim=1)  # (Bh, 2d, K, N)
     g_kv, g_grid = torch.ops.aten.grid_sampler_2d_backward(g_s, kv, grid, 0, 0, False, [True, need_walk_grad])
     gqkv = torch.cat((g_q.view(B, nh, 1, d, N), g_kv.view(B, nh, 2, d, N)), dim=2)  # (B, h, 3, d, N)
-    gqkv = gqkv.permute(0, 4, 2, 1, 3).reshape(B, N, C3)
+    gqkv = gqkv.permute(0, 4, 2, 1, 3).reshape(B, N, C3).contiguous()
     gwalk = gpos = None
     if need_walk_grad:
         g_grid = g_grid.transpose(1, 2)  # (Bh, N, K, 2) as (gx, gy); grid = (2 (base + walk) + 1) / size - 1
         gw = torch.stack((g_grid[..., 1] * (2. / H), g_grid[..., 0] * (2. / W)), dim=-1)  # (dy, dx)
-        gwalk = gw.view(B, nh, H, W, K, 2).permute(0, 2, 3, 1, 4, 5).reshape(B, N, nh, 2 * K)
+        gwalk = gw.view(B, nh, H, W, K, 2).permute(0, 2, 3, 1, 4, 5).reshape(B, N, nh, 2 * K).contiguous()
     if need_pos_grad:
         gpos = g_l.view(B, nh, K, N).transpose(2, 3).contiguous()
     return gqkv, gwalk, gpos

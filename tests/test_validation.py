@@ -119,3 +119,91 @@ def test_dgmn2_inference_any_size_and_bad_shapes():
             m(torch.randn(1, 1, 8, 8))
         with pytest.raises(ValueError, match=r'expects an input of shape \(B, 3, H, W\)'):
             m(torch.randn(3, 8, 8))
+
+
+# --- data checks before training ----------------------------------------------------------------------------
+def _coco_cfg(root, **dataset):
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tests', 'configs',
+                                   'dgmn2_tiny_retinanet.py'))
+    cfg.train_dataloader.dataset.data_root = str(root)
+    cfg.train_dataloader.dataset.update(dataset)
+    return cfg
+
+
+def _write_coco(root, images=True, annotations=True):
+    (root / 'img').mkdir(exist_ok=True)
+    content = dict(images=[dict(id=1, file_name='a.png', width=8, height=8)] if images else [],
+                   annotations=[dict(id=1, image_id=1, category_id=1, bbox=[0, 0, 4, 4], area=16, iscrowd=0)]
+                   if annotations else [],
+                   categories=[dict(id=1, name='thing')])
+    (root / 'ann.json').write_text(json.dumps(content))
+
+
+@pytest.mark.parametrize('case, error, match', [
+    ('missing', FileNotFoundError, r"annotation file '.*ann\.json' does not exist"),
+    ('empty_file', ValueError, r"annotation file '.*ann\.json' is empty \(0 bytes\)"),
+    ('not_json', ValueError, r"annotation file '.*ann\.json' is not valid JSON: Expecting"),
+    ('no_images', ValueError, r"annotation file '.*ann\.json' has no images \(\"images\" is empty\)"),
+    ('no_annotations', ValueError, r"annotation file '.*ann\.json' has no annotations \(\"annotations\" is "
+                                   r"empty\)"),
+])
+def test_bad_coco_annotation_files_are_named(tmp_path, case, error, match):
+    from dgmn_mm.engine import check_data_cfg
+    if case == 'empty_file':
+        (tmp_path / 'ann.json').write_bytes(b'')
+    elif case == 'not_json':
+        (tmp_path / 'ann.json').write_text('{"images": [')
+    elif case != 'missing':
+        _write_coco(tmp_path, images=case != 'no_images', annotations=case != 'no_annotations')
+    with pytest.raises(error, match=match):
+        check_data_cfg(_coco_cfg(tmp_path))
+
+
+def test_good_data_and_wrappers_pass(tmp_path):
+    from dgmn_mm.engine import check_data_cfg
+    _write_coco(tmp_path)
+    cfg = _coco_cfg(tmp_path)
+    assert len(check_data_cfg(cfg)) == 1
+    # a wrapper (RepeatDataset) is walked into; the val set may lack annotations
+    cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=2, dataset=cfg.train_dataloader.dataset)
+    assert len(check_data_cfg(cfg)) == 1
+    _write_coco(tmp_path, annotations=False)
+    cfg.val_dataloader = dict(dataset=cfg.train_dataloader.dataset.dataset)
+    assert len(check_data_cfg(cfg, splits=('val', ))) == 1
+    with pytest.raises(ValueError, match='has no annotations'):
+        check_data_cfg(cfg, splits=('train', ))
+
+
+def test_folder_datasets(tmp_path):
+    from dgmn_mm.engine import check_data_cfg
+    from mmengine.config import Config
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='BaseSegDataset', data_root=str(tmp_path), data_prefix=dict(img_path='img', seg_map_path='ann')))))
+    with pytest.raises(FileNotFoundError, match=r"image folder '.*img' does not exist"):
+        check_data_cfg(cfg)
+    (tmp_path / 'img').mkdir()
+    with pytest.raises(ValueError, match=r"image folder '.*img' holds no files: the set has no images"):
+        check_data_cfg(cfg)
+    (tmp_path / 'img' / 'a.png').write_bytes(b'x')
+    assert check_data_cfg(cfg)
+    (tmp_path / 'list.txt').write_text('\n \n')
+    cfg.train_dataloader.dataset.ann_file = 'list.txt'
+    with pytest.raises(ValueError, match=r"list\.txt' lists no images"):
+        check_data_cfg(cfg)
+
+
+def test_train_tool_names_the_empty_annotation_file(tmp_path):
+    """End to end: tools/train.py stops before building anything, naming the 0-byte file."""
+    import subprocess
+    import sys
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    (tmp_path / 'ann.json').write_bytes(b'')
+    proc = subprocess.run(
+        [sys.executable, osp.join(root, 'tools', 'train.py'), osp.join(root, 'tests', 'configs',
+                                                                       'dgmn2_tiny_retinanet.py'),
+         '--work-dir', str(tmp_path / 'work'), '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path}'],
+        capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode != 0
+    assert f"annotation file '{tmp_path}/ann.json' is empty (0 bytes)" in proc.stderr
+    assert 'JSONDecodeError' not in proc.stderr

@@ -21,7 +21,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import dgmn_mm  # noqa: E402,F401  (registers models, the safe-load allow-list and the CPU DDP wrapper)
-from dgmn_mm.engine import detect_codebase, init_codebase, setup_distributed  # noqa: E402
+from dgmn_mm.engine import check_data_cfg, detect_codebase, init_codebase, setup_distributed  # noqa: E402
 from dgmn_mm.engine.launch import add_dump_metric, apply_seg_out_dir, apply_show, apply_tta  # noqa: E402
 
 
@@ -81,6 +81,7 @@ def build_cfg(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg, codebase = build_cfg(args)
+    check_data_cfg(cfg, splits=('test', ))  # a bad annotation file is named before anything is built
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     add_dump_metric(runner, cfg, codebase, args.out)
     return runner.test()

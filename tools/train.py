@@ -19,7 +19,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import dgmn_mm  # noqa: E402,F401  (registers models, the safe-load allow-list and the CPU DDP wrapper)
-from dgmn_mm.engine import detect_codebase, init_codebase, setup_distributed  # noqa: E402
+from dgmn_mm.engine import check_data_cfg, detect_codebase, init_codebase, setup_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -91,6 +91,9 @@ def build_cfg(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_cfg(args)
+    # missing/empty/unparsable annotation files and sets without images or annotations, named, before the
+    # runner is built (the codebases would fail later with errors that name no file)
+    check_data_cfg(cfg, splits=('train', 'val') if cfg.get('val_cfg') is not None else ('train', ))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

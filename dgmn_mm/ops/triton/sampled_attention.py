@@ -120,10 +120,10 @@ def _sampled_attention_fwd_kernel(
     k_base = qkv_b + C + j * D
     v_base = qkv_b + 2 * C + j * D
     ks = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
-    for k in tl.static_range(4):
+    for k in tl.range(0, 4):
         yk = y0 + k // 2
         xk = x0 + k % 2
-        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        wk = tl.where(k // 2 == 0, ds, dn) * tl.where(k % 2 == 0, de, dw)
         valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
         roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
         krow = tl.load(k_base + roff, mask=valid[:, :, None] & dmask[None, None, :], other=0.).to(tl.float32)
@@ -138,10 +138,10 @@ def _sampled_attention_fwd_kernel(
     tl.store(attn_ptr + attn_off, p, mask=nt_mask)
     # ---- pass 2: out = sum_t a_t sum_k w_k v_k at the same positions
     acc = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
-    for k in tl.static_range(4):
+    for k in tl.range(0, 4):
         yk = y0 + k // 2
         xk = x0 + k % 2
-        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        wk = tl.where(k // 2 == 0, ds, dn) * tl.where(k % 2 == 0, de, dw)
         valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
         roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
         vrow = tl.load(v_base + roff, mask=valid[:, :, None] & dmask[None, None, :], other=0.).to(tl.float32)
@@ -200,63 +200,57 @@ def _sampled_attention_bwd_kernel(
     v_base = qkv_b + 2 * C + j * D
     gk_base = gqkv_b + C + j * D
     gv_base = gqkv_b + 2 * C + j * D
-    # ---- pass 1 (gathers): sampled keys, dL/da_t = <g_out, v_t>, the value gradient (needs only a_t) and,
-    # for the walks, sum_k dw_k/d(ix, iy) <q, k_k> and likewise <g_out, v_k>
-    ks = tl.full((BLOCK_N, 16, BLOCK_D), 0., tl.float32)
+    # ---- pass 1: dL/da_t = <g_out, v_t>, the value gradient a_t w_k g_out scattered into the sampled rows
+    # and, for the walks, sum_k dw_k/d(ix, iy) <q, k_k> and likewise <g_out, v_k>
     ga = tl.full((BLOCK_N, 16), 0., tl.float32)
     qx = tl.full((BLOCK_N, 16), 0., tl.float32)
     qy = tl.full((BLOCK_N, 16), 0., tl.float32)
     vx = tl.full((BLOCK_N, 16), 0., tl.float32)
     vy = tl.full((BLOCK_N, 16), 0., tl.float32)
-    for k in tl.static_range(4):
+    for k in tl.range(0, 4):
         yk = y0 + k // 2
         xk = x0 + k % 2
-        wy = ds if k // 2 == 0 else dn
-        wx = de if k % 2 == 0 else dw
+        wy = tl.where(k // 2 == 0, ds, dn)
+        wx = tl.where(k % 2 == 0, de, dw)
         wk = wy * wx
         valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
         cmask = valid[:, :, None] & dmask[None, None, :]
         roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
-        krow = tl.load(k_base + roff, mask=cmask, other=0.).to(tl.float32)
         vrow = tl.load(v_base + roff, mask=cmask, other=0.).to(tl.float32)
-        ks += wk[:, :, None] * krow
         gvd = tl.reduce(go[:, None, :] * vrow, 2, tl.standard._sum_combine)
         ga += wk * gvd
         # values: out = sum_t a_t sum_k w_k v_k
         tl.atomic_add(gv_base + roff, (p * wk)[:, :, None] * go[:, None, :], mask=cmask, sem='relaxed')
         if NEED_WALK:
             # w_k = wy * wx with wx = 1 - dw (west corners) or dw (east), wy = 1 - dn (north) or dn (south)
+            krow = tl.load(k_base + roff, mask=cmask, other=0.).to(tl.float32)
             qk = tl.reduce(q[:, None, :] * krow, 2, tl.standard._sum_combine)
-            if k % 2 == 0:
-                qx -= wy * qk
-                vx -= wy * gvd
-            else:
-                qx += wy * qk
-                vx += wy * gvd
-            if k // 2 == 0:
-                qy -= wx * qk
-                vy -= wx * gvd
-            else:
-                qy += wx * qk
-                vy += wx * gvd
+            sgn_x = tl.where(k % 2 == 0, -1., 1.)  # d(wx)/d(ix): -1 west, +1 east
+            sgn_y = tl.where(k // 2 == 0, -1., 1.)  # d(wy)/d(iy): -1 north, +1 south
+            qx += sgn_x * (wy * qk)
+            vx += sgn_x * (wy * gvd)
+            qy += sgn_y * (wx * qk)
+            vy += sgn_y * (wx * gvd)
     # ---- softmax backward: dL/dl_t = a_t (dL/da_t - sum_s a_s dL/da_s)
     s = tl.reduce(p * ga, 1, tl.standard._sum_combine)
     gl = p * (ga - s[:, None])
     if NEED_POS:
         tl.store(gpos_ptr + attn_off, gl, mask=nt_mask)
     gls = gl * scale
-    # queries (owned by this program): l_t = scale <q, k_t>
-    gq = tl.reduce(gls[:, :, None] * ks, 1, tl.standard._sum_combine)
-    tl.store(gqkv_b + q_off, gq, mask=nd_mask)
-    # ---- pass 2 (scatter): key gradient gls_t w_k q into the sampled rows
-    for k in tl.static_range(4):
+    # ---- pass 2: query gradient sum_t gls_t sum_k w_k k_k (the queries are this program's: plain store),
+    # key gradient gls_t w_k q scattered into the sampled rows
+    gq = tl.full((BLOCK_N, BLOCK_D), 0., tl.float32)
+    for k in tl.range(0, 4):
         yk = y0 + k // 2
         xk = x0 + k % 2
-        wk = (ds if k // 2 == 0 else dn) * (de if k % 2 == 0 else dw)
+        wk = tl.where(k // 2 == 0, ds, dn) * tl.where(k % 2 == 0, de, dw)
         valid = inside & (yk >= 0) & (yk < H) & (xk >= 0) & (xk < W)
+        cmask = valid[:, :, None] & dmask[None, None, :]
         roff = tl.where(valid, yk * W + xk, 0).to(tl.int64)[:, :, None] * C3 + offs_d[None, None, :]
-        tl.atomic_add(gk_base + roff, (gls * wk)[:, :, None] * q[:, None, :],
-                      mask=valid[:, :, None] & dmask[None, None, :], sem='relaxed')
+        krow = tl.load(k_base + roff, mask=cmask, other=0.).to(tl.float32)
+        gq += tl.reduce((gls * wk)[:, :, None] * krow, 1, tl.standard._sum_combine)
+        tl.atomic_add(gk_base + roff, (gls * wk)[:, :, None] * q[:, None, :], mask=cmask, sem='relaxed')
+    tl.store(gqkv_b + q_off, gq, mask=nd_mask)
     if NEED_WALK:
         # d(w_k)/d(ix, iy) sums, then the chain through the normalisation as autograd does in the reference:
         # i = (g + 1) (size / 2) - 0.5 ; g = (2 p + 1) / size - 1 ; p = base + walk
@@ -290,15 +284,17 @@ def _kernel(name: str, interpret: bool):
     return _KERNELS[key]
 
 
-def _launch_config(N: int, d: int, interpret: bool) -> Tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_D, num_warps). A program's main tiles are (BLOCK_N, 16, BLOCK_D): on a GPU about 4K
-    fp32 numbers each (BLOCK_N = 4 queries for d = 64, 32 numbers per thread with 4 warps; two or three such
-    tiles are live at once). Under the interpreter every operation costs a fixed Python overhead, so
-    fewer, larger programs are faster."""
+def _launch_config(N: int, d: int, interpret: bool, backward: bool) -> Tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_D, num_warps). A program's main tiles are (BLOCK_N, 16, BLOCK_D). On a GPU they hold
+    4096 fp32 numbers in the forward and 2048 in the backward (BLOCK_N = 4 / 2 queries for d = 64, 4 warps):
+    compiled offline for sm_80 with ``triton.compile`` (Triton 3.8) these need 143 / 219 registers per
+    thread and spill nothing; twice the backward tile spills. Under the interpreter every operation costs a
+    fixed Python overhead, so fewer, larger programs are faster."""
     block_d = triton.next_power_of_2(max(1, d))
     if interpret:
         return min(64, triton.next_power_of_2(max(1, N))), block_d, 4
-    return max(1, min(16, 4096 // (16 * block_d))), block_d, 4
+    budget = 2048 if backward else 4096
+    return max(1, min(16, budget // (16 * block_d))), block_d, 4
 
 
 def _check(qkv: Tensor, walk: Tensor, H: int, W: int, num_heads: int) -> Tuple[int, int, int, int]:
@@ -353,7 +349,7 @@ def sampled_attention_fwd(qkv: Tensor, walk: Tensor, pos: Tensor, H: int, W: int
     if out.numel() == 0:
         return out, attn
     interpret = _use_interpreter(qkv)
-    block_n, block_d, num_warps = _launch_config(N, d, interpret)
+    block_n, block_d, num_warps = _launch_config(N, d, interpret, False)
     grid = (triton.cdiv(N, block_n), B * num_heads)
     _kernel('fwd', interpret)[grid](
         qkv, walk, pos, out, attn, N, H, W, C, num_heads, d, float(H), float(W), float(scale),
@@ -394,7 +390,7 @@ def sampled_attention_bwd(grad_out: Tensor, qkv: Tensor, walk: Tensor, attn: Ten
     gpos = torch.empty(B, num_heads, N, NUM_TAPS, device=dev, dtype=torch.float32) if need_pos_grad else None
     if gqkv.numel() > 0:
         interpret = _use_interpreter(qkv)
-        block_n, block_d, num_warps = _launch_config(N, d, interpret)
+        block_n, block_d, num_warps = _launch_config(N, d, interpret, True)
         grid = (triton.cdiv(N, block_n), B * num_heads)
         _kernel('bwd', interpret)[grid](
             grad_out, qkv, walk, attn, gqkv, gwalk if gwalk is not None else gqkv,

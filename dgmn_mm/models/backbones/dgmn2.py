@@ -535,6 +535,37 @@ class DGMN2(BaseModule):
                     m.eval()
         return self
 
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """Layer-wise depth of a parameter, for layer-wise lr decay (mmpretrain's
+        ``LearningRateDecayOptimWrapperConstructor``, ``scale = rate ** (num_layers - depth - 1)``).
+
+        With L = sum(depths) blocks, ``num_layers = L + 2``: the stem (``stages.0.patch_embed``) has depth 0,
+        block j of stage i has depth ``sum(depths[:i]) + j + 1``, the patch embedding of stage i > 0 shares
+        the depth of the stage's first block, and anything outside the backbone (a parameter whose name
+        does not start with ``prefix``, e.g. the head) has depth L + 1.
+
+        Args:
+            param_name (str): the parameter's name, e.g. ``'backbone.stages.2.blocks.1.attn.qkv.weight'``.
+            prefix (str): the backbone's prefix in ``param_name``. Defaults to ''.
+
+        Returns:
+            tuple[int, int]: (depth, num_layers).
+        """
+        depths = [len(stage.blocks) for stage in self.stages]
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        parts = param_name[len(prefix):].split('.')
+        if len(parts) < 3 or parts[0] != 'stages':
+            return num_layers - 1, num_layers
+        stage_id = int(parts[1])
+        first = sum(depths[:stage_id]) + 1  # depth of the stage's first block
+        if parts[2] == 'patch_embed':
+            return (0 if stage_id == 0 else first), num_layers
+        if parts[2] == 'blocks':
+            return first + int(parts[3]), num_layers
+        return num_layers - 1, num_layers
+
     # --- weights ---------------------------------------------------------------------------------------
     def init_weights(self):
         """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official or converted checkpoints);

@@ -1,9 +1,10 @@
 """The complexity constraint of DiT (Eqs. 5-7) and the models that add it to their losses.
 
-How the budget loss reaches the total loss: the :class:`~dgmn_mm.models.backbones.dit.DiT` backbone stores,
-at every forward, the FLOPs each image used (``backbone.complexity['flops']``, Eq. 5, differentiable through
-the gate probabilities in training). A thin subclass of each upstream model calls the upstream ``loss()``
-(which runs the backbone), then adds ``loss_budget = λ_C · L_C`` (Eqs. 6-7) and the logged ratio
+How the budget loss reaches the total loss: the :class:`~dgmn_mm.models.backbones.dit.DiT` backbone returns
+a :class:`~dgmn_mm.models.backbones.dit.DiTOutputs` (a tuple of maps that also carries ``complexity['flops']``,
+the FLOPs each image used, Eq. 5, differentiable through the gate probabilities in training). A thin subclass
+of each upstream model calls the upstream ``loss()`` (which runs the backbone) while a forward hook of that
+call only catches the backbone's output, then adds ``loss_budget = λ_C · L_C`` (Eqs. 6-7) and the logged ratio
 ``budget_ratio`` (C / C^base, no gradient) to the loss dict; mmengine's ``parse_losses`` sums every key
 containing ``'loss'``. Configs only change ``type``:
 
@@ -13,6 +14,10 @@ registered name       upstream class                     codebase
 DiTImageClassifier    mmpretrain ImageClassifier          mmpretrain
 DiTRetinaNet          mmdet RetinaNet                     mmdet
 DiTMaskRCNN           mmdet MaskRCNN                      mmdet
+DiTCascadeRCNN        mmdet CascadeRCNN                   mmdet
+DiTATSS               mmdet ATSS                          mmdet
+DiTGFL                mmdet GFL                           mmdet
+DiTSparseRCNN         mmdet SparseRCNN                    mmdet
 DiTEncoderDecoder     mmseg EncoderDecoder                mmseg
 ====================  =================================  ======================
 
@@ -52,6 +57,11 @@ class DiTBudgetLoss(nn.Module):
     def __init__(self, mu: float, loss_weight: float = 2.0, warmup_iters: int = 0, base: str = 'dense',
                  reduction: str = 'image'):
         super().__init__()
+        for name, value in (('mu', mu), ('loss_weight', loss_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f'{name} must be a number >= 0, got {value!r}')
+        if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
+            raise ValueError(f'warmup_iters must be an int >= 0, got {warmup_iters!r}')
         if base not in ('dense', 'pvtv2'):
             raise ValueError(f"base must be 'dense' or 'pvtv2', got {base!r}")
         if reduction not in ('image', 'batch'):
@@ -98,15 +108,23 @@ class DiTBudgetMixin:
 
     def __init__(self, *args, budget_loss: Optional[dict] = None, **kwargs):
         super().__init__(*args, **kwargs)
+        from .backbones.dit import DiT
+        if not isinstance(self.backbone, DiT):
+            raise TypeError(f'{type(self).__name__} needs a DiT backbone, got {type(self.backbone).__name__}')
         cfg = dict(type='DiTBudgetLoss', mu=0.5)
         cfg.update(budget_loss or {})
         self.budget_loss = MODELS.build(cfg)
-        if not hasattr(self.backbone, 'complexity'):
-            raise TypeError(f'{type(self).__name__} needs a DiT backbone, got {type(self.backbone).__name__}')
 
     def loss(self, *args, **kwargs) -> dict:
-        losses = super().loss(*args, **kwargs)
-        complexity = self.backbone.complexity
+        caught = []
+        handle = self.backbone.register_forward_hook(lambda module, inputs, output: caught.append(output))
+        try:
+            losses = super().loss(*args, **kwargs)
+        finally:
+            handle.remove()
+        if not caught:
+            raise RuntimeError(f'{type(self).__name__}.loss() did not run the backbone')
+        complexity = caught[-1].complexity
         losses['loss_budget'] = self.budget_loss(complexity)
         losses['budget_ratio'] = self.budget_loss.ratio(complexity).detach().mean()
         return losses
@@ -116,6 +134,10 @@ _UPSTREAM = {
     'DiTImageClassifier': ('mmpretrain.models', 'ImageClassifier'),
     'DiTRetinaNet': ('mmdet.models', 'RetinaNet'),
     'DiTMaskRCNN': ('mmdet.models', 'MaskRCNN'),
+    'DiTCascadeRCNN': ('mmdet.models', 'CascadeRCNN'),
+    'DiTATSS': ('mmdet.models', 'ATSS'),
+    'DiTGFL': ('mmdet.models', 'GFL'),
+    'DiTSparseRCNN': ('mmdet.models', 'SparseRCNN'),
     'DiTEncoderDecoder': ('mmseg.models', 'EncoderDecoder'),
 }
 _CLASSES: Dict[str, type] = {}

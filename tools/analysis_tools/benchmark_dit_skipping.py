@@ -1,4 +1,4 @@
-"""Inference time of the DiT backbone against the fraction of skipped tokens (real skipping, item 2 of issue 6).
+"""Inference time of the DiT backbone against the fraction of skipped tokens (real skipping).
 
 Usage::
 
@@ -6,11 +6,11 @@ Usage::
         [--fractions 0 0.25 0.5 0.75 0.9] [--runs 7] [--warmup 2] [--threads N]
 
 The row gates are replaced by random masks that skip each token with the given probability (``row_gate=
-'random'``, ``random_keep = 1 - fraction``; the column gates stay open so the amount of work only depends on
+'random'``, ``fixed_keep = 1 - fraction``, one gate per node; the column gates stay open so the amount of work only depends on
 the row gates). For each fraction, the eval-mode forward is timed with the sparse path (gather -> compute ->
 scatter, ``sparse_inference=True``) and with the masked dense path (every token computed, then masked), as
 the median (and minimum) of ``--runs`` runs after ``--warmup`` runs, the two paths alternating. Also printed:
-the FLOPs the hard gates account for (``backbone.complexity``) and the largest difference between the two
+the FLOPs the hard gates account for (the ``complexity`` of the output) and the largest difference between the two
 paths' outputs on the same masks.
 """
 import argparse
@@ -62,7 +62,7 @@ def benchmark(arch='b1', size=224, batch=1, fractions=(0.0, 0.25, 0.5, 0.75, 0.9
     for frac in fractions:
         for gate in model.gates():
             if gate.mode == 'random':
-                gate.random_keep = 1.0 - frac
+                gate.fixed_keep = 1.0 - frac
 
         def run(sparse):
             model.sparse_inference = sparse
@@ -73,8 +73,8 @@ def benchmark(arch='b1', size=224, batch=1, fractions=(0.0, 0.25, 0.5, 0.75, 0.9
         # same masks for both paths: reseed before each
         torch.manual_seed(seed + 1)
         out_s = run(True)
-        flops = float(model.complexity['flops'].mean())
-        routed = torch.cat([g.flatten() for gs in model.routing['row'].values() for g in gs]).mean().item()
+        flops = float(out_s.complexity['flops'].mean())
+        routed = torch.cat([g.flatten() for g in out_s.routing['row'].values()]).mean().item()
         torch.manual_seed(seed + 1)
         out_d = run(False)
         diff = max((a - b).abs().max().item() for a, b in zip(out_s, out_d))

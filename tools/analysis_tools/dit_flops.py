@@ -10,7 +10,7 @@ checkpoint loaded if given, and put in eval mode: the gates are hard (argmax wit
 Eq. 3). Images are fed one at a time through the config's data preprocessor (``--split`` dataloader, batch 1,
 so no padding to a common batch size) or, with ``--synthetic H W``, random images of that size (no dataset
 needed). For every image the backbone reports the FLOPs its gates used (multiply-adds of the blocks, patch
-embeddings, gates and stem: ``backbone.complexity``, Eq. 5 with hard gates); the tool prints their mean,
+embeddings, gates and stem: the ``complexity`` its output carries, Eq. 5 with hard gates); the tool prints their mean,
 standard deviation, min and max, next to the all-gates-open FLOPs and the PVTv2 baseline of the same input
 size. Only the backbone is counted (the paper's classification FLOPs add a 0.5 MFLOP head).
 """
@@ -69,8 +69,7 @@ def average_flops(model, images):
     backbone = model.backbone if hasattr(model, 'backbone') else model
     per_image, dense, pvtv2 = [], [], []
     for x in images:
-        backbone(x)
-        c = backbone.complexity
+        c = backbone(x).complexity
         per_image.extend(c['flops'].tolist())
         dense.append(c['dense_flops'])
         pvtv2.append(c['pvtv2_flops'] if c['pvtv2_flops'] is not None else float('nan'))

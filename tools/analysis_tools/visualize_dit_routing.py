@@ -128,14 +128,15 @@ def brief_train(backbone: DiT, steps: int, size: int, mu: float, batch: int = 8,
         x = torch.cat([to_tensor(i) for i in imgs])
         target = torch.from_numpy(np.stack(masks)).float()[:, None]
         outs = backbone(x)
+        complexity = outs.complexity
         task = sum(F.binary_cross_entropy_with_logits(
             h(o), F.interpolate(target, size=o.shape[2:], mode='area')) for h, o in zip(heads, outs)) / len(outs)
-        loss_c = budget(backbone.complexity)
+        loss_c = budget(complexity)
         opt.zero_grad()
         (task + loss_c).backward()
         opt.step()
         if log and (step % 10 == 0 or step == steps - 1):
-            ratio = float(budget.ratio(backbone.complexity).mean())
+            ratio = float(budget.ratio(complexity).mean())
             log(f'step {step:4d}  task {float(task):.3f}  budget {float(loss_c):.4f}  flops ratio {ratio:.3f}')
     backbone.eval()
     return backbone
@@ -144,8 +145,8 @@ def brief_train(backbone: DiT, steps: int, size: int, mu: float, batch: int = 8,
 @torch.no_grad()
 def route(backbone: DiT, x: torch.Tensor) -> dict:
     backbone.eval()
-    backbone(x)
-    return backbone.routing
+    out = backbone(x)
+    return dict(out.routing, complexity=out.complexity)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ def draw(img: np.ndarray, backbone: DiT, routing: dict, out: str, title: str = '
                 ax.axis('off')
                 continue
             H, W = routing['shapes'][i]
-            gates = torch.stack([g[0] for g in routing['row'][(i, j)]])  # (depth, N) of image 0
-            skipped = 0.8 * (1.0 - gates.mean(0).view(H, W).numpy())  # 0.8 x the fraction of blocks skipped
+            gates = routing['row'][(i, j)][0]  # (D, N) of image 0: D = 1 per-node gate, or one per block
+            skipped = 0.8 * (1.0 - gates.float().mean(0).view(H, W).numpy())  # 0.8 x the fraction skipped
             overlay = np.kron(skipped, np.ones((math.ceil(size[0] / H), math.ceil(size[1] / W))))[:size[0], :size[1]]
             shaded = img.astype(np.float32) * (1 - overlay[..., None]) + 255. * overlay[..., None]
             ax.imshow(shaded.astype(np.uint8))
@@ -212,8 +213,8 @@ def main(argv=None):
     else:
         img = synthetic_image(args.size, np.random.default_rng(args.seed + 1000))[0]
     routing = route(backbone, to_tensor(img))
-    flops = float(backbone.complexity['flops'][0])
-    dense = backbone.complexity['dense_flops']
+    flops = float(routing['complexity']['flops'][0])
+    dense = routing['complexity']['dense_flops']
     title = (f'DiT routing ({"trained %d steps" % args.train_steps if args.train_steps else "initial weights"}'
              f'{", " + os.path.basename(args.checkpoint) if args.checkpoint else ""}): '
              f'{flops / 1e9:.2f} / {dense / 1e9:.2f} GFLOPs; white = skipped')

@@ -13,7 +13,7 @@ custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 
 model = dict(
     type='DiTRetinaNet',  # RetinaNet + loss_budget (Eqs. 6-7)
-    budget_loss=dict(type='DiTBudgetLoss', mu=0.454, loss_weight=2.0, warmup_iters=4398),
+    budget_loss=dict(type='DiTBudgetLoss', mu=0.253, loss_weight=2.0, warmup_iters=4398),
     backbone=dict(
         _delete_=True,
         type='DiT',

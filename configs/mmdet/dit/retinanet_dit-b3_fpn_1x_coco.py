@@ -3,7 +3,7 @@
 _base_ = './retinanet_dit-b1_fpn_1x_coco.py'
 
 model = dict(
-    budget_loss=dict(mu=0.454),
+    budget_loss=dict(mu=0.244),
     backbone=dict(
         arch='b3',
         drop_path_rate=0.1,

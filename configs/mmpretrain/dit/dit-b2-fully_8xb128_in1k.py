@@ -1,5 +1,5 @@
 # Ablation, paper Table 6 "Fully" (DiT-B2, 15.6 GFLOPs, 83.5 top-1): every gate is 1 (all tokens through
-# every block, every map down-sampled); the routing space at full cost (ours: 9.01 GFLOPs). No budget.
+# every block, every map down-sampled); the routing space at full cost (ours: 15.56 GFLOPs). No budget.
 _base_ = './dit-b2_8xb128_in1k.py'
 
 model = dict(

@@ -14,7 +14,7 @@ custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 crop_size = (512, 512)
 model = dict(
     type='DiTEncoderDecoder',  # EncoderDecoder + loss_budget (Eqs. 6-7)
-    budget_loss=dict(type='DiTBudgetLoss', mu=0.454, loss_weight=2.0, warmup_iters=2000),
+    budget_loss=dict(type='DiTBudgetLoss', mu=0.253, loss_weight=2.0, warmup_iters=2000),
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(

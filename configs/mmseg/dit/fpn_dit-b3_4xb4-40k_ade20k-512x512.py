@@ -3,7 +3,7 @@
 _base_ = './fpn_dit-b1_4xb4-40k_ade20k-512x512.py'
 
 model = dict(
-    budget_loss=dict(mu=0.454),
+    budget_loss=dict(mu=0.244),
     backbone=dict(
         arch='b3',
         drop_path_rate=0.1,

@@ -247,3 +247,55 @@ def test_dgmn2_backbone_with_triton_backend(monkeypatch):
         assert (g - res[1][1][k]).abs().max() <= 1e-4 * max(1., g.abs().max().item()), k
     walk_grads = [g for k, g in res[1][1].items() if k.endswith('attn.walk.weight')]
     assert len(walk_grads) == 4 and all(g.abs().max() > 0 for g in walk_grads)
+
+
+def _cuda_signature(fn, dtype):
+    names = list(__import__('inspect').signature(fn).parameters)
+    sig = {}
+    for n in names:
+        if n.upper() == n and n not in ('N', 'H', 'W', 'C', 'NH', 'D'):
+            sig[n] = 'constexpr'
+        elif n.endswith('_ptr'):
+            sig[n] = '*' + (dtype if n in ('qkv_ptr', 'out_ptr', 'gout_ptr') else 'fp32')
+        elif n in ('Hf', 'Wf', 'scale'):
+            sig[n] = 'fp32'
+        else:
+            sig[n] = 'i32'
+    # what the launcher specialises for d = 64 and 16-byte aligned tensors
+    div16 = [n for n in names if n.endswith('_ptr')] + ['C', 'D']
+    return sig, {(names.index(n), ): [['tt.divisibility', 16]] for n in div16}
+
+
+@pytest.mark.parametrize('dtype', ['fp32', pytest.param('bf16', marks=pytest.mark.slow)])
+def test_kernels_compile_for_cuda(dtype, tmp_path, monkeypatch):
+    """No GPU here: compile both kernels offline for an sm_80 target with the launch configuration used on
+    CUDA (d = 64), fp32 and bf16 qkv. Checks that they lower for a real GPU (the interpreter accepts more),
+    that the positions use IEEE division and no FMA contraction, and that ptxas spills nothing."""
+    import re
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+    bin_dir = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin')
+    if not os.path.exists(os.path.join(bin_dir, 'ptxas')):
+        pytest.skip("triton's bundled ptxas is missing")
+    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))
+    for name, backward in (('fwd', False), ('bwd', True)):
+        fn = tsa._KERNEL_SOURCES[name]
+        block_n, block_d, num_warps = tsa._launch_config(56 * 56, 64, False, backward)
+        sig, attrs = _cuda_signature(fn, dtype)
+        constexprs = dict(BLOCK_N=block_n, BLOCK_D=block_d)
+        if backward:
+            constexprs.update(NEED_WALK=True, NEED_POS=True)
+        kernel = triton.compile(ASTSource(JITFunction(fn), sig, constexprs, attrs), target=GPUTarget('cuda', 80, 32),
+                                options=dict(num_warps=num_warps, enable_fp_fusion=False))
+        ptx = kernel.asm['ptx']
+        assert 'div.rn.f32' in ptx and 'fma.' not in ptx
+        if backward:
+            assert 'atom.global.gpu.relaxed.add.f32' in ptx
+        cubin = tmp_path / f'{name}_{dtype}.cubin'
+        cubin.write_bytes(kernel.asm['cubin'])
+        usage = subprocess.run([os.path.join(bin_dir, 'cuobjdump'), '--dump-resource-usage', str(cubin)],
+                               capture_output=True, text=True).stdout
+        stack = re.search(r'STACK:(\d+)', usage)
+        assert stack is not None and int(stack.group(1)) == 0, (name, dtype, usage)

@@ -182,8 +182,9 @@ def test_benchmark_quick(tmp_path):
     subprocess.run(cmd, check=True, cwd=REPO, timeout=600, stdout=subprocess.DEVNULL)
     with open(out / 'attention_benchmark.csv') as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0].keys()) == ['scope', 'impl', 'height', 'width', 'tokens', 'ms_median', 'peak_mb',
-                                    'gflops']
+    assert list(rows[0].keys()) == ['mode', 'scope', 'impl', 'batch', 'height', 'width', 'tokens', 'ms_median',
+                                    'peak_mb', 'gflops']
+    assert {r['mode'] for r in rows} == {'infer'} and {r['batch'] for r in rows} == {'1'}
     seen = {(r['scope'], r['impl']) for r in rows}
     for scope in ('layer', 'backbone'):
         for impl in ('reference', 'fast', 'full', 'pvtv2-sra', 'swin-window'):

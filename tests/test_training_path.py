@@ -128,3 +128,26 @@ def test_backbone_train_step_matches_plain_form():
     sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs).backward()
     sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum() for o in outs2).backward()
     _assert_grads_close(_grads(model), _grads(plain))
+
+
+@pytest.mark.slow
+def test_benchmark_attention_train_mode(tmp_path):
+    """``--mode train`` times forward + backward steps and writes its own CSV with mode and batch."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / 'bench'
+    cmd = [sys.executable, os.path.join(repo, 'tools', 'analysis_tools', 'benchmark_attention.py'), '--mode',
+           'train', '--batch', '2', '--sizes', '32x48', '--impls', 'reference,fast,pvtv2-sra', '--runs', '1',
+           '--warmup', '0', '--threads', '1', '--no-plot', '--out', str(out)]
+    subprocess.run(cmd, check=True, cwd=repo, timeout=600, stdout=subprocess.DEVNULL)
+    with open(out / 'attention_benchmark_train.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert {(r['scope'], r['impl']) for r in rows} == {(s, i) for s in ('layer', 'backbone')
+                                                       for i in ('reference', 'fast', 'pvtv2-sra')}
+    for r in rows:
+        assert r['mode'] == 'train' and r['batch'] == '2' and r['tokens'] == str(8 * 12)
+        assert float(r['ms_median']) > 0 and float(r['peak_mb']) > 0
+    assert (out / 'summary_train.json').exists() and not (out / 'attention_benchmark.csv').exists()

@@ -3,6 +3,8 @@
     python tools/analysis_tools/benchmark_attention.py                       # everything, ~15-30 min on CPU
     python tools/analysis_tools/benchmark_attention.py --quick                # tiny sizes, seconds
     python tools/analysis_tools/benchmark_attention.py --impls reference,fast --sizes 800x1333 --scope backbone
+    python tools/analysis_tools/benchmark_attention.py --mode train --impls reference,fast,pvtv2-sra \
+        --scope backbone --sizes 512x512 --batch 2                             # training steps
 
 Implementations (``--impls``):
 
@@ -17,7 +19,12 @@ Implementations (``--impls``):
 
 Scopes: ``layer`` = one attention layer at the stage-1 width (C = 64, 1 head) on the stage-1 map of the
 image (stride 4); ``backbone`` = the whole backbone forward on a (1, 3, H, W) image. ``tokens`` is the
-number of stage-1 tokens in both cases. Everything runs in eval mode under ``torch.no_grad()``, batch 1.
+number of stage-1 tokens in both cases (per image).
+
+Modes (``--mode``): ``infer`` (default) = one forward in eval mode under ``torch.no_grad()``; ``train`` = one
+training step without the optimiser: the model in train mode (BatchNorm in training, dropout rates 0),
+forward, ``sum(out.mean())`` over the outputs, backward, gradients dropped (``p.grad = None``); the layer's
+input requires a gradient too. ``--batch`` images per step (default 1).
 
 Time: median of ``--runs`` forwards after ``--warmup`` ones (``--clock wall``: ``perf_counter``;
 ``--clock cpu``: process CPU time, less sensitive to other processes on a shared machine, meaningful
@@ -43,9 +50,10 @@ bilinear sampling of k and v (4 corners each) + logits + weighted sum, K = 9 (se
 the same maths and report the same FLOPs. Softmax, norms and activations are counted for no model.
 
 Outputs in ``--out`` (default ``work_dirs/bench``): ``attention_benchmark.csv`` with the columns
-``scope,impl,height,width,tokens,ms_median,peak_mb,gflops``, ``attention_benchmark.png`` (log-log time
-and memory against tokens) and ``summary.json`` (the ratios of the targets of issue 5 and the run
-conditions).
+``mode,scope,impl,batch,height,width,tokens,ms_median,peak_mb,gflops`` (``gflops``: one forward, in both
+modes), ``attention_benchmark.png`` (log-log time and memory against tokens) and ``summary.json`` (the
+ratios of the targets and the run conditions); ``--mode train`` writes ``attention_benchmark_train.*`` and
+``summary_train.json``.
 """
 import argparse
 import csv
@@ -69,7 +77,8 @@ if __package__ in (None, ''):
 ALL_IMPLS = ('reference', 'fast', 'full', 'pvtv2-sra', 'swin-window')
 DEFAULT_SIZES = '224x224,448x448,512x1024,800x1333,1024x2048'
 QUICK_SIZES = '32x32,64x64,64x128'
-CSV_COLUMNS = ['scope', 'impl', 'height', 'width', 'tokens', 'ms_median', 'peak_mb', 'gflops']
+MODES = ('infer', 'train')
+CSV_COLUMNS = ['mode', 'scope', 'impl', 'batch', 'height', 'width', 'tokens', 'ms_median', 'peak_mb', 'gflops']
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -136,11 +145,12 @@ def build_backbone(impl: str):
     raise ValueError(impl)
 
 
-def estimate_bytes(scope: str, impl: str, tokens: int) -> float:
+def estimate_bytes(scope: str, impl: str, tokens: int, mode: str = 'infer', batch: int = 1) -> float:
     """Rough upper bound of the transient memory, to skip what cannot fit (full attention's N x N map)."""
+    factor = batch * (3 if mode == 'train' else 1)  # training keeps activations and their gradients
     if impl == 'full':
-        return 3 * 4. * tokens ** 2  # logits, softmax, (autograd-free) temporaries of stage 1
-    return 4. * tokens * 64 * 9 * 6  # DGMN2 reference: a few (N, d, 9) tensors; others are far smaller
+        return factor * 3 * 4. * tokens ** 2  # logits, softmax, temporaries of stage 1
+    return factor * 4. * tokens * 64 * 9 * 6  # DGMN2 reference: a few (N, d, 9) tensors; others far smaller
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -213,30 +223,50 @@ def count_flops(fn, model) -> float:
     return counter.get_total_flops() + extra[0]
 
 
-def build_model(scope, impl, device):
+def build_model(scope, impl, device, mode='infer'):
     torch.manual_seed(0)
     model = (build_layer(impl) if scope == 'layer' else build_backbone(impl)).to(device)
-    model.eval()  # (mmdet's Swin.train() returns None)
+    model.train(mode == 'train')  # (mmdet's Swin.train() returns None)
     return model
 
 
-def make_input(scope, height, width, device):
+def make_input(scope, height, width, device, batch=1, mode='infer'):
     h1, w1 = stage1_hw(height, width)
     torch.manual_seed(0)
-    if scope == 'layer':
-        return torch.randn(1, h1 * w1, 64, device=device), (h1, w1)
-    return torch.randn(1, 3, height, width, device=device), None
+    if scope == 'layer':  # in a network the layer's input requires a gradient
+        return torch.randn(batch, h1 * w1, 64, device=device).requires_grad_(mode == 'train'), (h1, w1)
+    return torch.randn(batch, 3, height, width, device=device), None
 
 
 def forward_fn(model, x, hw):
     return (lambda: model(x, hw)) if hw is not None else (lambda: model(x))
 
 
+def step_fn(model, x, hw, mode='infer'):
+    """One measured step: an inference forward, or forward + backward of ``sum(out.mean())``."""
+    fwd = forward_fn(model, x, hw)
+    if mode == 'infer':
+        def infer():
+            with torch.no_grad():
+                return fwd()
+        return infer
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def train():
+        out = fwd()
+        outs = out if isinstance(out, (tuple, list)) else (out, )
+        sum(o.float().mean() for o in outs).backward()
+        for p in params:
+            p.grad = None
+        x.grad = None
+    return train
+
+
 def new_row(scope, impl, height, width, args):
     h1, w1 = stage1_hw(height, width)
-    row = dict(scope=scope, impl=impl, height=height, width=width, tokens=h1 * w1, ms_median=float('nan'),
-               peak_mb=float('nan'), gflops=float('nan'))
-    if estimate_bytes(scope, impl, h1 * w1) > args.mem_limit_gb * 2 ** 30:
+    row = dict(mode=args.mode, scope=scope, impl=impl, batch=args.batch, height=height, width=width,
+               tokens=h1 * w1, ms_median=float('nan'), peak_mb=float('nan'), gflops=float('nan'))
+    if estimate_bytes(scope, impl, h1 * w1, args.mode, args.batch) > args.mem_limit_gb * 2 ** 30:
         row['skipped'] = 'memory'
     return row
 
@@ -244,7 +274,7 @@ def new_row(scope, impl, height, width, args):
 def time_pass(rows, args, device):
     """Fill ``ms_median`` of every row of one scope, timed in interleaved rounds.
 
-    Each round runs one forward of every case in turn (``--warmup`` rounds first, then ``--runs`` timed
+    Each round runs one step (forward, or training step) of every case in turn (``--warmup`` rounds first, then ``--runs`` timed
     ones) and the median over the rounds is kept. On a shared VM the machine's speed drifts by 10-20 %
     over minutes (other tenants, clocks); measured one case after the other, such a drift lands on
     whichever cases ran during it and distorts the ratios between sizes and implementations. Interleaved,
@@ -258,21 +288,20 @@ def time_pass(rows, args, device):
             continue
         key = (r['scope'], r['impl'])
         if key not in models:
-            models[key] = build_model(r['scope'], r['impl'], device)
+            models[key] = build_model(r['scope'], r['impl'], device, args.mode)
         size = (r['scope'], r['height'], r['width'])
         if size not in inputs:
-            inputs[size] = make_input(*size, device)
-        cases.append((r, forward_fn(models[key], *inputs[size]), []))
-    with torch.no_grad():
-        for rnd in range(args.warmup + args.runs):
-            for row, fn, times in cases:
-                sync()
-                t0 = tick()
-                fn()
-                sync()
-                if rnd >= args.warmup:
-                    times.append((tick() - t0) * 1e3)
-            print(f'  round {rnd + 1}/{args.warmup + args.runs} done', flush=True)
+            inputs[size] = make_input(*size, device, args.batch, args.mode)
+        cases.append((r, step_fn(models[key], *inputs[size], args.mode), []))
+    for rnd in range(args.warmup + args.runs):
+        for row, fn, times in cases:
+            sync()
+            t0 = tick()
+            fn()
+            sync()
+            if rnd >= args.warmup:
+                times.append((tick() - t0) * 1e3)
+        print(f'  round {rnd + 1}/{args.warmup + args.runs} done', flush=True)
     for row, _, times in cases:
         row['ms_median'] = statistics.median(times)
     del models, inputs, cases
@@ -280,20 +309,21 @@ def time_pass(rows, args, device):
 
 
 def flops_pass(rows, device):
-    """Fill ``gflops``; 'reference' is counted on a 'fast' twin (same maths, the einsums would be counted)."""
+    """Fill ``gflops`` (one forward, eval mode, in both modes); 'reference' is counted on a 'fast' twin (same
+    maths, the einsums would be counted)."""
     with torch.no_grad():
         for r in rows:
             if r.get('skipped'):
                 continue
             model = build_model(r['scope'], 'fast' if r['impl'] == 'reference' else r['impl'], device)
             r['gflops'] = count_flops(forward_fn(model, *make_input(r['scope'], r['height'], r['width'],
-                                                                    device)), model) / 1e9
+                                                                    device, r['batch'])), model) / 1e9
             del model
             gc.collect()
 
 
-def memory_pass(cases, threads, device_name):
-    """Peak memory of each (scope, impl, height, width); meant to run in a fresh (spawned) process."""
+def memory_pass(cases, threads, device_name, mode='infer', batch=1):
+    """Peak memory of each (scope, impl, height, width) step; meant to run in a fresh (spawned) process."""
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
@@ -301,11 +331,10 @@ def memory_pass(cases, threads, device_name):
     import dgmn_mm  # noqa: F401
     peaks = []
     for scope, impl, height, width in cases:
-        with torch.no_grad():
-            model = build_model(scope, impl, device)
-            fn = forward_fn(model, *make_input(scope, height, width, device))
-            fn()  # warm-up: one-time buffers (thread pools, kernel caches) are not activations
-            peaks.append(peak_memory_mb(fn, device, libc))
+        model = build_model(scope, impl, device, mode)
+        fn = step_fn(model, *make_input(scope, height, width, device, batch, mode), mode)
+        fn()  # warm-up: one-time buffers (thread pools, kernel caches) are not activations
+        peaks.append(peak_memory_mb(fn, device, libc))
         del model, fn
         gc.collect()
         print(f'memory   {scope:8s} {impl:12s} {height:5d}x{width:<5d} {peaks[-1]:9.1f} MB', flush=True)
@@ -315,7 +344,7 @@ def memory_pass(cases, threads, device_name):
 # --------------------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------------------
-def _get(rows, scope, impl, size):
+def _get(rows, scope, impl, size):  # rows of one run share mode and batch
     for r in rows:
         if r['scope'] == scope and r['impl'] == impl and (r['height'], r['width']) == size \
                 and not math.isnan(r['ms_median']):
@@ -324,16 +353,22 @@ def _get(rows, scope, impl, size):
 
 
 def summarize(rows, sizes):
-    """The ratios of the targets of issue 5 that this run can answer."""
+    """The ratios of the targets that this run can answer (keys start with 'train_' in train mode)."""
     out = {}
+    pre = 'train_' if rows and rows[0]['mode'] == 'train' else ''
     det = (800, 1333) if (800, 1333) in sizes else max(sizes, key=lambda s: s[0] * s[1])
     for scope in ('backbone', 'layer'):
         ref, fast = _get(rows, scope, 'reference', det), _get(rows, scope, 'fast', det)
         if ref and fast:
-            out[f'{scope}_{det[0]}x{det[1]}_speedup_fast_vs_reference'] = ref['ms_median'] / fast['ms_median']
-            out[f'{scope}_{det[0]}x{det[1]}_peak_memory_fast_over_reference'] = fast['peak_mb'] / ref['peak_mb']
+            out[f'{pre}{scope}_{det[0]}x{det[1]}_speedup_fast_vs_reference'] = \
+                ref['ms_median'] / fast['ms_median']
+            out[f'{pre}{scope}_{det[0]}x{det[1]}_peak_memory_fast_over_reference'] = \
+                fast['peak_mb'] / ref['peak_mb']
         pvt = _get(rows, scope, 'pvtv2-sra', det)
-        if fast and pvt:
+        if fast and pvt and pre:
+            out[f'{pre}{scope}_{det[0]}x{det[1]}_speedup_fast_vs_pvtv2'] = pvt['ms_median'] / fast['ms_median']
+            out[f'{pre}{scope}_{det[0]}x{det[1]}_peak_memory_fast_over_pvtv2'] = fast['peak_mb'] / pvt['peak_mb']
+        if fast and pvt and not pre:
             out[f'{scope}_{det[0]}x{det[1]}_gflop_per_s_fast'] = fast['gflops'] / fast['ms_median'] * 1e3
             out[f'{scope}_{det[0]}x{det[1]}_gflop_per_s_pvtv2'] = pvt['gflops'] / pvt['ms_median'] * 1e3
         # linearity: every pair of sizes whose token counts differ by ~4x
@@ -342,9 +377,9 @@ def summarize(rows, sizes):
                 for b in sizes:
                     ra, rb = _get(rows, scope, impl, a), _get(rows, scope, impl, b)
                     if ra and rb and 3.8 <= rb['tokens'] / ra['tokens'] <= 4.2:
-                        out[f'{scope}_{impl}_time_ratio_{a[0]}x{a[1]}_to_{b[0]}x{b[1]}'] = \
+                        out[f'{pre}{scope}_{impl}_time_ratio_{a[0]}x{a[1]}_to_{b[0]}x{b[1]}'] = \
                             rb['ms_median'] / ra['ms_median']
-                        out[f'{scope}_{impl}_token_ratio_{a[0]}x{a[1]}_to_{b[0]}x{b[1]}'] = \
+                        out[f'{pre}{scope}_{impl}_token_ratio_{a[0]}x{a[1]}_to_{b[0]}x{b[1]}'] = \
                             rb['tokens'] / ra['tokens']
     return out
 
@@ -366,7 +401,8 @@ def plot(rows, path):
             mem = [(t, p[2]) for t, p in zip(tok, pts) if p[2] > 0]
             if mem:
                 axes[i, 1].plot([m[0] for m in mem], [m[1] for m in mem], 'o-', label=impl)
-        for j, ylabel in enumerate(('time per forward (ms)', 'peak memory (MB)')):
+        step = 'training step' if rows[0]['mode'] == 'train' else 'forward'
+        for j, ylabel in enumerate((f'time per {step} (ms)', 'peak memory (MB)')):
             ax = axes[i, j]
             ax.set_xscale('log')
             ax.set_yscale('log')
@@ -385,6 +421,9 @@ def parse_args(argv=None):
     p.add_argument('--impls', default=','.join(ALL_IMPLS), help=f'comma list of {ALL_IMPLS}')
     p.add_argument('--sizes', default=None, help=f'comma list of HxW (default {DEFAULT_SIZES})')
     p.add_argument('--scope', default='both', choices=('layer', 'backbone', 'both'))
+    p.add_argument('--mode', default='infer', choices=MODES,
+                   help='infer: eval forward under no_grad; train: forward + backward in train mode')
+    p.add_argument('--batch', type=int, default=1, help='images per step (default 1)')
     p.add_argument('--quick', action='store_true', help=f'tiny sizes ({QUICK_SIZES}), 1 warm-up, 2 runs')
     p.add_argument('--runs', type=int, default=None, help='timed runs (median), default 5 (2 with --quick)')
     p.add_argument('--warmup', type=int, default=1)
@@ -405,6 +444,8 @@ def parse_args(argv=None):
         assert all(len(s) == 2 and min(s) > 0 for s in args.sizes)
     except (ValueError, AssertionError):
         p.error(f'--sizes must be a comma list of HxW, got {sizes!r}')
+    if args.batch < 1:
+        p.error(f'--batch must be >= 1, got {args.batch}')
     if args.runs is None:
         args.runs = 2 if args.quick else 5
     return args
@@ -428,18 +469,19 @@ def main(argv=None):
     from dgmn_mm.models.layers.sampled_attention import extension_available
     os.makedirs(args.out, exist_ok=True)
     scopes = ('layer', 'backbone') if args.scope == 'both' else (args.scope, )
-    csv_path = os.path.join(args.out, 'attention_benchmark.csv')
+    suffix = '_train' if args.mode == 'train' else ''
+    csv_path = os.path.join(args.out, f'attention_benchmark{suffix}.csv')
     cases = [(scope, impl, size) for scope in scopes for size in args.sizes for impl in args.impls]
     t_start = time.time()
     # pass 1, time (interleaved rounds per scope) and FLOPs, with the default allocator (what a user runs
     # with)
     rows = [new_row(scope, impl, size[0], size[1], args) for scope, impl, size in cases]
     for scope in scopes:
-        print(f'timing {scope}: {args.warmup} + {args.runs} rounds', flush=True)
+        print(f'timing {scope} ({args.mode}, batch {args.batch}): {args.warmup} + {args.runs} rounds', flush=True)
         time_pass([r for r in rows if r['scope'] == scope], args, device)
     flops_pass(rows, device)
     for r in rows:
-        print(f"time     {r['scope']:8s} {r['impl']:12s} {r['height']:5d}x{r['width']:<5d} tokens "
+        print(f"time     {r['mode']:5s} {r['scope']:8s} {r['impl']:12s} {r['height']:5d}x{r['width']:<5d} tokens "
               f"{r['tokens']:7d}  {r['ms_median']:10.1f} ms  {r['gflops']:8.2f} GFLOPs"
               + ('  (skipped: memory)' if r.get('skipped') else ''), flush=True)
     write_csv(csv_path, rows)
@@ -447,24 +489,25 @@ def main(argv=None):
     # (that setting would inflate the times of pass 1, and set after forwards it finds a fragmented heap)
     todo = [(r['scope'], r['impl'], r['height'], r['width']) for r in rows if not r.get('skipped')]
     with multiprocessing.get_context('spawn').Pool(1) as pool:
-        peaks = pool.apply(memory_pass, (todo, args.threads, args.device))
+        peaks = pool.apply(memory_pass, (todo, args.threads, args.device, args.mode, args.batch))
     for r in rows:
         if not r.get('skipped'):
             r['peak_mb'] = peaks.pop(0)
     write_csv(csv_path, rows)
     summary = dict(
         ratios=summarize(rows, args.sizes),
-        conditions=dict(torch=torch.__version__, threads=torch.get_num_threads(), clock=args.clock,
+        conditions=dict(mode=args.mode, batch=args.batch, torch=torch.__version__, threads=torch.get_num_threads(), clock=args.clock,
                         runs=args.runs, warmup=args.warmup, device=str(device), cpu=platform.processor() or
                         platform.machine(), nproc=os.cpu_count(), loadavg_end=os.getloadavg(),
                         cpp_extension=extension_available(), wall_s=time.time() - t_start))
-    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+    with open(os.path.join(args.out, f'summary{suffix}.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     for k, v in summary['ratios'].items():
         print(f'{k}: {v:.3f}')
     if not args.no_plot:
-        plot(rows, os.path.join(args.out, 'attention_benchmark.png'))
-    print(f'wrote {csv_path}' + ('' if args.no_plot else ' and attention_benchmark.png') + ' and summary.json')
+        plot(rows, os.path.join(args.out, f'attention_benchmark{suffix}.png'))
+    print(f'wrote {csv_path}' + ('' if args.no_plot else f' and attention_benchmark{suffix}.png')
+          + f' and summary{suffix}.json')
     return rows
 
 

@@ -294,7 +294,9 @@ def test_gloo_group_and_ddp_wrapper_on_cpu(monkeypatch):
         assert torch_dist.is_initialized() and torch_dist.get_backend() == 'gloo'
         assert cfg.env_cfg.dist_cfg.backend == 'gloo'
         assert cfg.model_wrapper_cfg == dict(type='DeviceAgnosticDDP', find_unused_parameters=True)
-        assert cfg.model.backbone.norm_cfg.type == 'BN'
+        assert cfg.model.backbone.norm_cfg.type == 'GlooSyncBN'  # synchronised over the gloo processes
+        assert cfg.model.heads[0].norm_cfg == dict(type='GlooSyncBN', momentum=0.01)
+        assert cfg.model.heads[1].norm_cfg.type == 'BN'
         assert setup_distributed(_cfg(), 'pytorch').model_wrapper_cfg.type == 'DeviceAgnosticDDP'
         custom = setup_distributed(_cfg(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel')), 'pytorch')
         assert custom.model_wrapper_cfg.type == 'MMFullyShardedDataParallel'

@@ -102,7 +102,7 @@ def test_dist_train_resumes_on_two_gloo_ranks(trained, data_root):
     work_dir, ckpt = trained
     out = _run(['bash', osp.join(TOOLS, 'dist_train.sh'), CONFIG, '2', '--work-dir', work_dir, '--resume',
                 *_data_options(data_root), 'train_cfg.max_epochs=2'], PORT=str(_free_port()))
-    assert out.count('No CUDA: 1 SyncBN norm config(s) replaced by BN') == 2  # once per rank
+    assert out.count('No CUDA: 1 SyncBN norm config(s) replaced by GlooSyncBN') == 2  # once per rank
     log = _log_text(work_dir)
     assert 'Distributed training: True' in log and 'GPU number: 2' in log  # world size 2
     assert "dist_cfg: {'backend': 'gloo'}" in log and "type='DeviceAgnosticDDP'" in log
@@ -188,3 +188,42 @@ def test_slurm_scripts_pass_srun_options(tmp_path):
     _run(['bash', osp.join(TOOLS, 'slurm_test.sh'), 'part', 'job', 'c.py', 'k.pth', '--tta'], **env)
     args = (tmp_path / 'srun.args').read_text().splitlines()
     assert args[-5:] == [osp.join(TOOLS, 'test.py'), 'c.py', 'k.pth', '--launcher=slurm', '--tta']
+
+
+def test_scripts_keep_paths_with_spaces(tmp_path):
+    """Every path reaches the tool as one argument: config, checkpoint and work dir with spaces."""
+    python = _stub(tmp_path, 'python')
+    cfg, ckpt, work = 'my configs/a b.py', 'ck pts/e 1.pth', 'work dirs/w d'
+    _run(['bash', osp.join(TOOLS, 'dist_train.sh'), cfg, '1', '--work-dir', work], PYTHON=python)
+    assert (tmp_path / 'python.args').read_text().splitlines()[-6:] == [
+        osp.join(TOOLS, 'train.py'), cfg, '--launcher', 'pytorch', '--work-dir', work]
+    _run(['bash', osp.join(TOOLS, 'dist_test.sh'), cfg, ckpt, '1', '--work-dir', work], PYTHON=python)
+    assert (tmp_path / 'python.args').read_text().splitlines()[-7:] == [
+        osp.join(TOOLS, 'test.py'), cfg, ckpt, '--launcher', 'pytorch', '--work-dir', work]
+    _stub(tmp_path, 'srun')
+    env = dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON='/opt/my python/bin/python', GRES='',
+               SRUN_ARGS='--time=5 --quiet')
+    _run(['bash', osp.join(TOOLS, 'slurm_train.sh'), 'part', 'my job', cfg, work, '--amp'], **env)
+    args = (tmp_path / 'srun.args').read_text().splitlines()
+    assert '--job-name=my job' in args and not any(a.startswith('--gres') for a in args)
+    assert args[-7:] == ['/opt/my python/bin/python', '-u', osp.join(TOOLS, 'train.py'), cfg, f'--work-dir={work}',
+                         '--launcher=slurm', '--amp']
+    assert '--time=5' in args and '--quiet' in args
+    _run(['bash', osp.join(TOOLS, 'slurm_test.sh'), 'part', 'my job', cfg, ckpt], **env)
+    assert (tmp_path / 'srun.args').read_text().splitlines()[-4:] == [osp.join(TOOLS, 'test.py'), cfg, ckpt,
+                                                                       '--launcher=slurm']
+
+
+@pytest.mark.slow
+def test_dist_train_one_gloo_process_with_spaces(data_root, tmp_path):
+    """tools/dist_train.sh for real, 1 process on CPU (gloo), config and work dir paths with spaces."""
+    import shutil
+    cfg = tmp_path / 'my configs' / 'tiny cls.py'
+    cfg.parent.mkdir()
+    shutil.copy(CONFIG, cfg)
+    work_dir = tmp_path / 'work dir'
+    out = _run(['bash', osp.join(TOOLS, 'dist_train.sh'), str(cfg), '1', '--work-dir', str(work_dir),
+                *_data_options(data_root)], PORT=str(_free_port()))
+    assert 'No CUDA: 1 SyncBN norm config(s) replaced by GlooSyncBN' in out
+    assert "dist_cfg: {'backend': 'gloo'}" in _log_text(str(work_dir))
+    assert torch.load(work_dir / 'epoch_1.pth', map_location='cpu', weights_only=True)['meta']['epoch'] == 1

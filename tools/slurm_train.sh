@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Training on a slurm cluster, one task per GPU:
-#   [GPUS=16] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \
+#   [GPUS=16] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
+# GPUS is the number of tasks (processes); GPUS_PER_NODE the tasks per node, also requested as
+# --gres=gpu:N unless GRES is set (GRES="" requests no GPU: CPU-only clusters, the ranks use gloo).
+# SRUN_ARGS is split on spaces (it holds srun options); every path is quoted.
 set -x
 
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-WORK_DIR=$4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-PY_ARGS=${@:5}
-TOOLS_DIR=$(cd "$(dirname "$0")" && pwd)
-REPO_DIR=$(dirname "$TOOLS_DIR")
-PYTHON=${PYTHON:-$([ -x "$REPO_DIR/.venv/bin/python" ] && echo "$REPO_DIR/.venv/bin/python" || echo python)}
+PARTITION="$1"
+JOB_NAME="$2"
+CONFIG="$3"
+WORK_DIR="$4"
+GPUS="${GPUS:-8}"
+GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
+CPUS_PER_TASK="${CPUS_PER_TASK:-5}"
+GRES="${GRES-gpu:${GPUS_PER_NODE}}"
+read -r -a SRUN_EXTRA <<< "${SRUN_ARGS:-}"
+TOOLS_DIR="$(cd "$(dirname "$0")" && pwd)"
+REPO_DIR="$(dirname "$TOOLS_DIR")"
+if [ -z "$PYTHON" ]; then
+    if [ -x "$REPO_DIR/.venv/bin/python" ]; then PYTHON="$REPO_DIR/.venv/bin/python"; else PYTHON=python; fi
+fi
+GRES_ARGS=()
+[ -n "$GRES" ] && GRES_ARGS=(--gres="$GRES")
 
-PYTHONPATH="$REPO_DIR":$PYTHONPATH \
-srun -p ${PARTITION} \
-    --job-name=${JOB_NAME} \
-    --gres=gpu:${GPUS_PER_NODE} \
-    --ntasks=${GPUS} \
-    --ntasks-per-node=${GPUS_PER_NODE} \
-    --cpus-per-task=${CPUS_PER_TASK} \
+PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" \
+srun -p "$PARTITION" \
+    --job-name="$JOB_NAME" \
+    "${GRES_ARGS[@]}" \
+    --ntasks="$GPUS" \
+    --ntasks-per-node="$GPUS_PER_NODE" \
+    --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PYTHON" -u "$TOOLS_DIR/train.py" ${CONFIG} --work-dir=${WORK_DIR} --launcher="slurm" ${PY_ARGS}
+    "${SRUN_EXTRA[@]}" \
+    "$PYTHON" -u "$TOOLS_DIR/train.py" "$CONFIG" --work-dir="$WORK_DIR" --launcher="slurm" "${@:5}"

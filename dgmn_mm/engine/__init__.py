@@ -4,7 +4,7 @@
   checkpoints to torch's ``weights_only`` allow-list, so ``--resume``/``load_from``/``tools/test.py`` work
   while ``torch.load(weights_only=True)`` keeps refusing anything else.
 - :mod:`.dist`: distributed runs without CUDA (gloo process group, :class:`DeviceAgnosticDDP` registered
-  into ``MODEL_WRAPPERS``, SyncBN -> BN), unchanged nccl/SyncBN behaviour on GPUs.
+  into ``MODEL_WRAPPERS``, SyncBN -> :mod:`.sync_bn`'s gloo SyncBN), unchanged nccl/SyncBN behaviour on GPUs.
 - :mod:`.checkpoint_hook`: :class:`AtomicCheckpointHook`, mmengine's CheckpointHook with saves that survive a
   kill at any moment (temporary file, fsync, rename; old checkpoints deleted last) and an auto-resume that
   skips an incomplete latest checkpoint.
@@ -18,12 +18,14 @@ from .data_checks import DataCheckError, check_data_cfg
 from .dist import DeviceAgnosticDDP, convert_syncbn_cfg, default_backend, init_process_group, setup_distributed
 from .drop_path_hook import DropPathScheduleHook
 from .launch import detect_codebase, init_codebase
+from .sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn
 from .safe_load import register_safe_globals, safe_globals, unsafe_globals_in_checkpoint
 
 register_safe_globals()
 
 __all__ = [
-    'AtomicCheckpointHook', 'DataCheckError', 'check_data_cfg', 'find_resumable_checkpoint', 'is_complete_checkpoint',
+    'AtomicCheckpointHook', 'GlooSyncBatchNorm', 'convert_to_gloo_sync_bn', 'DataCheckError', 'check_data_cfg',
+    'find_resumable_checkpoint', 'is_complete_checkpoint',
     'DeviceAgnosticDDP', 'DropPathScheduleHook', 'convert_syncbn_cfg', 'default_backend', 'init_process_group', 'setup_distributed',
     'detect_codebase', 'init_codebase', 'register_safe_globals', 'safe_globals',
     'unsafe_globals_in_checkpoint'

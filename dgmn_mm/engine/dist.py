@@ -7,9 +7,12 @@ that, torch's ``SyncBatchNorm`` refuses CPU tensors. :func:`setup_distributed` p
 ``Runner.from_cfg`` so that the same config trains on
 
 - GPUs: nothing changes (mmengine's ``init_dist`` with nccl, SyncBN, ``MMDistributedDataParallel``);
-- CPUs: every ``SyncBN`` in the model config becomes ``BN``; with a launcher, the process group is
-  initialised here with gloo (so the Runner's ``init_dist`` is skipped), ``env_cfg.dist_cfg.backend`` is
-  set to ``'gloo'`` and the model is wrapped by :class:`DeviceAgnosticDDP`, which drops ``device_ids``.
+- CPUs: with a launcher, every ``SyncBN`` in the model config becomes :class:`~.sync_bn.GlooSyncBatchNorm`
+  (``GlooSyncBN``: batch statistics all-reduced over the processes, as SyncBN does on GPUs, so 2 processes x
+  B images train like 1 process x 2B), the process group is initialised here with gloo (so the Runner's
+  ``init_dist`` is skipped), ``env_cfg.dist_cfg.backend`` is set to ``'gloo'`` and the model is wrapped by
+  :class:`DeviceAgnosticDDP`, which drops ``device_ids``. Without a launcher (one process) ``SyncBN``
+  becomes ``BN``, which is the same computation.
 """
 import datetime
 import os
@@ -57,13 +60,14 @@ def default_backend() -> str:
     return 'nccl' if torch.cuda.is_available() else 'gloo'
 
 
-def convert_syncbn_cfg(node: Any) -> int:
+def convert_syncbn_cfg(node: Any, target: str = 'BN') -> int:
     """Replace, in place, every synchronised-BN ``type`` (see :data:`SYNC_BN_TYPES`, or the class
-    ``torch.nn.SyncBatchNorm``) in a (nested) config by ``'BN'``; the other keys (``requires_grad``,
+    ``torch.nn.SyncBatchNorm``) in a (nested) config by ``target``; the other keys (``requires_grad``,
     ``momentum``, ``eps``...) are kept.
 
     Args:
         node: a config, dict, list or tuple (tuples are walked, their dicts changed in place).
+        target (str): the new norm type, ``'BN'`` (one process) or ``'GlooSyncBN'`` (several CPU processes).
 
     Returns:
         int: the number of replaced entries.
@@ -72,13 +76,13 @@ def convert_syncbn_cfg(node: Any) -> int:
     if isinstance(node, dict):
         norm_type = node.get('type')
         if norm_type is torch.nn.SyncBatchNorm or (isinstance(norm_type, str) and norm_type in SYNC_BN_TYPES):
-            node['type'] = 'BN'
+            node['type'] = target
             count += 1
         for value in node.values():
-            count += convert_syncbn_cfg(value)
+            count += convert_syncbn_cfg(value, target)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            count += convert_syncbn_cfg(value)
+            count += convert_syncbn_cfg(value, target)
     return count
 
 
@@ -142,8 +146,9 @@ def setup_distributed(cfg: Config, launcher: str = 'none') -> Config:
     With CUDA, only ``env_cfg.dist_cfg.backend`` defaults to ``'nccl'`` (a backend the config names is
     kept) and mmengine does the rest. Without CUDA:
 
-    - every ``SyncBN``/``MMSyncBN`` in ``cfg.model`` (and ``cfg.tta_model``) becomes ``BN``, and a
-      ``cfg.sync_bn`` conversion request is dropped;
+    - every ``SyncBN``/``MMSyncBN`` in ``cfg.model`` (and ``cfg.tta_model``) becomes ``GlooSyncBN`` with a
+      launcher, ``BN`` without one, and a ``cfg.sync_bn`` conversion request is dropped (mmengine converts
+      to a CUDA-only class);
     - if ``launcher != 'none'``: ``env_cfg.dist_cfg.backend`` becomes ``'gloo'`` (unless the config names
       another non-nccl backend), ``model_wrapper_cfg`` uses :class:`DeviceAgnosticDDP` (a missing one is
       created with mmengine's defaults, ``broadcast_buffers=False`` and ``find_unused_parameters`` of the
@@ -166,9 +171,10 @@ def setup_distributed(cfg: Config, launcher: str = 'none') -> Config:
             cfg.env_cfg.dist_cfg.setdefault('backend', 'nccl')
         return cfg
 
-    converted = convert_syncbn_cfg(cfg.get('model')) + convert_syncbn_cfg(cfg.get('tta_model'))
+    target = 'GlooSyncBN' if distributed else 'BN'
+    converted = convert_syncbn_cfg(cfg.get('model'), target) + convert_syncbn_cfg(cfg.get('tta_model'), target)
     if converted:
-        print_log(f'No CUDA: {converted} SyncBN norm config(s) replaced by BN.', logger='current')
+        print_log(f'No CUDA: {converted} SyncBN norm config(s) replaced by {target}.', logger='current')
     if cfg.get('sync_bn') is not None:
         print_log(f'No CUDA: ignoring sync_bn={cfg.sync_bn!r} (SyncBatchNorm needs CUDA).', logger='current')
         cfg.sync_bn = None

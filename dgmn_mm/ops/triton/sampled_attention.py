@@ -22,20 +22,28 @@ Kernel design
 -------------
 * Grid ``(cdiv(N, BLOCK_N), B * h)``: one program per block of BLOCK_N consecutive queries of one
   (batch, head). Neighbouring programs work on neighbouring queries, whose bilinear corners overlap, so the
-  gathers of one wave of programs hit the same cache lines. Each program holds its queries' q rows as a
-  (BLOCK_N, BLOCK_D) tile, BLOCK_D = next power of two >= d with the extra lanes masked (any d works; the
-  DGMN2 models use d = 64: C / h = 64/1, 128/2, 320/5, 512/8).
-* Every corner read is a (BLOCK_N, BLOCK_D) gather whose rows are d contiguous numbers of qkv (coalesced);
-  the pos / attn tiles are (BLOCK_N, 16) reads of 9 contiguous numbers per query, the walks 18 per query.
-* Forward: pass 1 samples the 9 keys, forms the 9 logits in a (BLOCK_N, 16) register tile (lanes 9..15 at
-  -inf) and takes the softmax; pass 2 recomputes the 9 sampling positions and accumulates ``a_t w_k v_k``
-  over taps and corners. Nothing of size N x 9 x d is ever in memory; the only extra output is ``attn``
-  (B, h, N, 9) in fp32, which the backward needs.
-* Backward: recomputes the sampling from qkv, the walks and ``attn``. Pass 1 gets ``dL/da_t = <g_out,
-  v_t>``, the softmax backward gives ``dL/dl_t`` (the pos gradient); pass 2 accumulates the q gradient in
-  registers (each program owns its queries' q rows: plain store), forms the walk gradient per query
-  (owned too: plain store) and scatters the key and value gradients into the sampled corners' rows with
-  ``tl.atomic_add`` on an fp32 buffer (corners of different queries collide, so atomics are needed).
+  gathers of one wave of programs hit the same cache lines.
+* A program works on (BLOCK_N, 16) tiles of (query, tap) pairs (the 9 taps padded to 16 masked lanes) and on
+  (BLOCK_N, 16, BLOCK_D) tiles of sampled rows, BLOCK_D = the next power of two >= d with the extra
+  channels masked (any d works; DGMN2 uses d = 64: C / h = 64/1, 128/2, 320/5, 512/8). A corner read is a
+  gather whose rows are d contiguous numbers of qkv (coalesced; 16-byte vector loads when d and C are
+  multiples of 16); pos and attn are 9 contiguous numbers per query, the walks 18.
+* The geometry (positions, floors, bilinear weights, validity) of all 9 taps is computed once per program;
+  the 4 bilinear corners are a loop (not unrolled, to bound the live registers).
+* Forward: pass 1 gathers the keys of the 4 corners, forms the 9 logits and the softmax in registers;
+  pass 2 gathers the values and accumulates ``a_t w_k v_k``. Nothing of size N x 9 x d is ever in memory;
+  the only extra output is ``attn`` (B, h, N, 9) in fp32, which the backward needs.
+* Backward: recomputes the sampling from qkv, the walks and ``attn``. Pass 1 gathers the values (and the
+  keys when the walk gradient is needed) for ``dL/da_t = <g_out, v_t>`` and the walk terms, and scatters
+  the value gradient ``a_t w_k g_out``; the softmax backward gives ``dL/dl_t`` (the pos gradient); pass 2
+  gathers the keys again for the q gradient (each program owns its queries' q rows: plain store) and
+  scatters the key gradient ``scale dL/dl_t w_k q``. The walk gradient belongs to its query (plain store).
+  Key and value gradients go into an fp32 buffer with ``tl.atomic_add`` (corners of different queries
+  collide, within and across programs).
+* GPU sizing: (BLOCK_N, 16, BLOCK_D) tiles of 4096 fp32 numbers in the forward, 2048 in the backward, 4
+  warps (BLOCK_N = 4 / 2 for d = 64). Compiled offline for sm_80 (``triton.compile``, Triton 3.8, d = 64,
+  fp32) the forward takes 143 registers per thread and the backward 219, with no spills; twice the
+  backward tile spills.
 * Precision: qkv may be fp32, fp16 or bf16; walks and pos fp32, fp16 or bf16; everything is computed and
   accumulated in fp32 (float64 is refused: use the C++ or PyTorch path for it).
 * Sampling positions follow the very same float steps as the PyTorch reference on CPU
@@ -43,18 +51,27 @@ Kernel design
   align_corners=False): ``g = (2 p + 1) / size - 1``, ``i = (g + 1) * (size / 2) - 0.5``, with IEEE
   division (``tl.math.div_rn``) and, on a GPU, the kernels compiled with ``enable_fp_fusion=False`` so no
   step is contracted into an FMA. The positions are therefore bit-identical to the C++ kernel's and the
-  reference's on CPU. This matters for the walk gradient, which is one-sided at integer positions (zero
-  walks at initialisation). ATen's CUDA ``grid_sampler`` un-normalises as ``((g + 1) size - 1) / 2``, so a
-  PyTorch reference run on a GPU may sample up to an ulp apart.
+  reference's on CPU. This matters for the walk gradient, which is one-sided at integer positions. ATen's
+  CUDA ``grid_sampler`` un-normalises as ``((g + 1) size - 1) / 2``, so a PyTorch reference run on a GPU
+  may sample up to an ulp apart.
+* Outside the map the DCNv1 rule applies as in the C++ kernel: a sample with ``i <= -1`` or ``i >= size``
+  (either axis) is zero with zero walk gradient. ``grid_sample`` agrees except at exactly ``i = -1``
+  (e.g. a tap one pixel above or left of the map with an integer walk), where its walk gradient is the
+  one-sided derivative from the in-map corner of weight 0.
 
 Determinism: the forward, the q, pos and walk gradients are deterministic. The key/value gradients are
 summed with floating-point atomics in an order that depends on the GPU's scheduling, so they may differ
 in the last bits from run to run on a GPU (under the CPU interpreter programs run in a fixed order).
 
-On CPU tensors (or with ``TRITON_INTERPRET=1``) the kernels run under Triton's interpreter (numpy, one
-program at a time): correct but slow, meant for testing. NOT measured: no GPU was available when this was
-written, so the speed and memory on CUDA are unmeasured; the kernels were only run under the interpreter,
-and the BLOCK_N / num_warps choices below are educated defaults, not tuned.
+CPU: on CPU tensors (and on any tensors with ``TRITON_INTERPRET=1``) the kernels run under Triton's
+interpreter (numpy, one program at a time, about 0.1 s per program): correct but slow, for testing. This
+does not need ``TRITON_INTERPRET=1`` at import: the kernels are plain functions wrapped per device on
+first use, and reduce with ``tl.reduce`` and triton's own combine functions (``tl.sum`` / ``tl.max`` /
+``tl.zeros`` are jit functions that only the interpreter built at import time could call).
+
+NOT measured: no GPU was available when this was written. Speed and memory on CUDA are unmeasured; the
+kernels were run only under the interpreter and compiled (not run) for sm_80; the block sizes and warp
+counts are reasoned defaults, not tuned.
 """
 import os
 from typing import Dict, Optional, Tuple

@@ -787,5 +787,5 @@ def test_get_flops_prints_the_paper_convention():
     c = dgmn_complexity(model.decode_head.dgmn, (8, 8))
     assert res['dgmn'] == dict(modules=1, params=c['params'], flops=c['flops'], paper_flops=c['paper_flops'])
     text = tool.format_result(res)
-    assert f"paper (standard-conv multiply-adds only" in text and f"{c['paper_flops'] / 1e9:.3f} G" in text
+    assert "paper (conv-weight multiply-adds only" in text and f"{c['paper_flops'] / 1e9:.3f} G" in text
     assert 'DGMN modules (1): 2.611 M params' in text

@@ -44,7 +44,7 @@ Two totals are printed:
 
 Models with DGMN modules (``dgmn_mm.models.layers.dgmn.DGMN``, CVPR 2020) get three more lines: the modules'
 parameters, their FLOPs as this implementation computes them (``dgmn_complexity``) and in the convention of
-the DGMN paper's Table 2 (multiply-adds of the standard convs only, ``dgmn_paper_flops``).
+the DGMN paper's Table 2 (multiply-adds of the conv weights only, ``dgmn_paper_flops``).
 
 ``--breakdown`` adds a per-operator table and a DGMN2 table (patch embeddings, qkv + proj, walk predictor,
 node sampling, messages over K nodes, RelPos, FFN, LayerNorm, rest of the model).
@@ -342,8 +342,8 @@ def format_result(res: Dict[str, Any], convention: str = 'impl', breakdown: bool
         d = res['dgmn']
         lines += [f"DGMN modules ({d['modules']}): {d['params'] / 1e6:.3f} M params",
                   f"  ours  (dgmn_complexity: every op of the module): {d['flops'] / g:.3f} G",
-                  f"  paper (standard-conv multiply-adds only, the DGMN release's compute_flop.py; "
-                  f"Table 2 convention): {d['paper_flops'] / g:.3f} G"]
+                  f"  paper (conv-weight multiply-adds only, the DGMN paper's Table 2 convention): "
+                  f"{d['paper_flops'] / g:.3f} G"]
     if breakdown:
         lines.append('-' * 64)
         lines.append('DGMN2 breakdown (impl convention):')

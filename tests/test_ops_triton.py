@@ -160,6 +160,8 @@ def test_bad_inputs():
     qkv, walk, pos, gout = _inputs(1, 3, 4, 2, 4)
     with pytest.raises(ValueError, match='H \\* W'):
         sampled_attention_fwd(qkv, walk, pos, 4, 4, 2, 1.)
+    with pytest.raises(ValueError, match='H must be a positive int'):
+        sampled_attention_fwd(qkv, walk, pos, -3, -4, 2, 1.)
     with pytest.raises(ValueError, match='num_heads'):
         sampled_attention_fwd(qkv, walk, pos, 3, 4, 5, 1.)
     with pytest.raises(ValueError, match='walk must be'):

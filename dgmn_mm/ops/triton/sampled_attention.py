@@ -317,6 +317,9 @@ def _launch_config(N: int, d: int, interpret: bool, backward: bool) -> Tuple[int
 def _check(qkv: Tensor, walk: Tensor, H: int, W: int, num_heads: int) -> Tuple[int, int, int, int]:
     if not isinstance(qkv, Tensor) or not isinstance(walk, Tensor):
         raise TypeError('qkv and walk must be tensors')
+    for name, v in (('H', H), ('W', W)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f'{name} must be a positive int, got {v!r}')
     if not isinstance(num_heads, int) or num_heads < 1:
         raise ValueError(f'num_heads must be a positive int, got {num_heads!r}')
     if qkv.dim() != 3 or qkv.size(2) % (3 * num_heads) != 0:

@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
     p.add_argument('--out', default='dit_routing.png')
+    p.add_argument('--space', action='store_true',
+                   help='draw the routing space (grid, depths, all-open GFLOPs) of the backbone instead')
     return p.parse_args(argv)
 
 
@@ -199,8 +201,67 @@ def draw(img: np.ndarray, backbone: DiT, routing: dict, out: str, title: str = '
     return out
 
 
+def draw_space(backbone: DiT, out: str, img_shape=(224, 224), title: str = ''):
+    """Draws the routing space: Fig. 2's full grid of 4 scales x ``num_columns`` columns, the nodes the
+    backbone keeps (filled, with their blocks per node and their share of the all-open FLOPs), the row paths
+    (green: transformer cells B_{i,j}; grey dashed: identity) and the column paths (orange: patch
+    embeddings P_{i,j})."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    R, Cn = backbone.num_rows, backbone.num_columns
+    shapes = backbone.row_shapes(img_shape)
+    dense = backbone.dense_flops(img_shape)
+    ids = set(backbone.node_ids)
+    fig, ax = plt.subplots(figsize=(1.7 * Cn + 3.0, 5.4))
+    ax.set_xlim(-1.3, Cn + 0.1)
+    ax.set_ylim(-R + 0.4, 1.0)
+    ax.set_aspect('equal')
+    ax.axis('off')
+    for i in range(R):
+        ax.text(-1.2, -i, f'stride {4 * 2 ** i}\n{backbone.embed_dims[i]} ch', va='center', fontsize=9)
+        for j in range(Cn):
+            x, y = j, -i
+            if (i, j) not in ids:
+                ax.add_patch(plt.Circle((x, y), 0.16, fill=False, ls=':', color='0.6'))
+                continue
+            node = backbone.nodes[f'{i}_{j}']
+            share = node.row_flops(shapes[i]) / dense
+            ax.add_patch(plt.Circle((x, y), 0.16, color='#4a7fc1'))
+            ax.text(x, y - 0.3, f'{len(node.blocks)} blk, {100 * share:.1f}%', ha='center', fontsize=7.5)
+            if (i, j + 1) in ids:
+                ax.annotate('', (x + 0.82, y), (x + 0.18, y),
+                            arrowprops=dict(arrowstyle='->', color='#3a9a3a', lw=2))
+                ax.annotate('', (x + 0.82, y + 0.05), (x + 0.18, y + 0.05),
+                            arrowprops=dict(arrowstyle='->', color='0.55', ls='--', connectionstyle='arc3,rad=-0.5'))
+            elif j == backbone.last_node[i]:
+                ax.annotate('', (x + 0.6, y), (x + 0.18, y), arrowprops=dict(arrowstyle='->', color='#3a9a3a', lw=2))
+                ax.text(x + 0.62, y, 'out', va='center', fontsize=8)
+            if (i + 1, j) in ids:
+                ax.annotate('', (x, y - 0.82), (x, y - 0.18), arrowprops=dict(arrowstyle='->', color='#e08a2c', lw=2))
+    ax.text(-0.25, 0.35, 'stem', fontsize=8)
+    for j in range(Cn):
+        ax.text(j, 0.55, f'column {j}', ha='center', fontsize=9)
+    fig.suptitle(title or (f'DiT-{(backbone.arch_name or "custom").upper()} routing space: {len(ids)} nodes, '
+                           f'{sum(len(n.blocks) for n in backbone.nodes.values())} blocks, '
+                           f'{dense / 1e9:.2f} GFLOPs all open at {img_shape[0]}x{img_shape[1]} '
+                           '(dotted: nodes of the full grid we do not keep)'), fontsize=9)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.space:
+        with torch.device('meta'):
+            backbone = build_backbone(args.config, args.arch, None)
+        out = draw_space(backbone, args.out, (args.size, args.size))
+        print(f'wrote {out}')
+        return out
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

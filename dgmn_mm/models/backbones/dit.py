@@ -137,9 +137,10 @@ class RoutingGate(nn.Module):
         if self.mode == 'open':
             ones = x.new_ones(shape)
             return ones, ones
-        if self.mode == 'random':
+        if self.mode == 'random':  # training: the probability; inference: the drawn mask (hard gates)
             p = x.new_full(shape, self.fixed_keep)
-            return torch.bernoulli(p), p
+            g = torch.bernoulli(p)
+            return g, (p if self.training else g)
         if self.mode == 'attention':
             if x.dim() != 3:
                 raise ValueError(f"gate mode 'attention' needs a token map (B, N, C), got {tuple(x.shape)}")

@@ -31,6 +31,8 @@ from ...registry import MODELS
 from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
                              slot_rows)
 from ..layers.node_sampling import sample_nodes
+from ..utils.arch import parse_arch
+from ..utils.dgmn2_checks import check_dgmn2_args, check_dgmn2_input
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -410,8 +412,8 @@ class DGMN2(BaseModule):
         attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`.
             Defaults to 'fast'.
         pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
-        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics).
-            Defaults to 0 (nothing frozen).
+        frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics); one of
+            -1, 0 (both: nothing frozen, -1 as in mmpretrain), 1, 2, 3, 4 (everything). Defaults to 0.
         norm_eval (bool): keep every BN in eval mode during training. Defaults to False.
         with_cp (bool): gradient checkpointing of each block. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH, prefix=...)`` loads an
@@ -455,16 +457,12 @@ class DGMN2(BaseModule):
         embed_dims = self.arch_settings['embed_dims']
         num_heads = self.arch_settings['num_heads']
         mlp_ratios = self.arch_settings['mlp_ratios']
-        strides = tuple(strides)
-        if len(strides) != self.num_stages or strides[0] != 4 or any(s not in (1, 2) for s in strides[1:]):
-            raise ValueError(f'strides must be (4, s2, s3, s4) with s_i in {{1, 2}}, got {strides}')
+        strides, out_indices = check_dgmn2_args(  # every argument, ValueError/TypeError naming it
+            self.arch_settings, in_channels, strides, out_indices, qkv_bias, drop_rate, attn_drop_rate,
+            drop_path_rate, norm_cfg, act_cfg, relpos_mode, attn_impl, DGMN2Attention.impls, pretrain_img_size,
+            frozen_stages, norm_eval, with_cp, self.num_stages)
+        self.in_channels = in_channels
         self.strides = strides
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        out_indices = tuple(i % self.num_stages if -self.num_stages <= i < self.num_stages else i
-                            for i in out_indices)
-        if not out_indices or any(not 0 <= i < self.num_stages for i in out_indices):
-            raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -494,23 +492,15 @@ class DGMN2(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'unknown DGMN2 arch {arch!r}; choose from {sorted(set(cls.arch_zoo))} '
-                                 'or pass a dict')
-            return {**cls.default_widths, **cls.arch_zoo[key]}
-        if isinstance(arch, dict):
-            keys = {'depths', 'embed_dims', 'num_heads', 'mlp_ratios'}
-            missing = keys - set(arch)
-            if missing:
-                raise ValueError(f'arch dict is missing {sorted(missing)}')
-            if any(len(arch[k]) != cls.num_stages for k in keys):
-                raise ValueError(f'every entry of the arch dict must have {cls.num_stages} values')
-            return {k: tuple(arch[k]) for k in keys}
-        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        return parse_arch(arch, cls.arch_zoo, ('depths', 'embed_dims', 'num_heads', 'mlp_ratios'), cls.num_stages,
+                          defaults=cls.default_widths, positive_int_keys=('depths', 'embed_dims', 'num_heads'),
+                          model='DGMN2')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        # a clear error (naming the minimum size) instead of BatchNorm's on a too small map
+        check_dgmn2_input(x, self.in_channels, self.strides, [
+            i for i, stage in enumerate(self.stages)
+            if any(isinstance(m, _BatchNorm) and m.training for m in stage.patch_embed.modules())])
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)  # channels-last between stages (see channels_last_)

@@ -145,6 +145,7 @@ SEG_TINY = {
     'model.decode_head.norm_cfg': dict(type='BN', requires_grad=True),
     'model.test_cfg': dict(mode='whole'),
 }
+SETR_TINY = {**SEG_TINY, 'model.decode_head.img_size': (64, 64)}  # the official heads resize to img_size
 SMOKE = {
     'mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py': TINY,
     'mmdet/dgmn2/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py': TINY,
@@ -153,8 +154,8 @@ SMOKE = {
     'mmdet/dgmn2/sparse-rcnn_dgmn2-small_fpn_300-proposals_crop-ms-480-800-3x_coco.py': {
         **TINY, 'model.rpn_head.num_proposals': 20, 'model.test_cfg.rcnn.max_per_img': 20},
     'mmseg/dgmn2/fpn_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
-    'mmseg/dgmn2/setr-pup_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
-    'mmseg/dgmn2/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SEG_TINY,
+    'mmseg/dgmn2/setr-pup_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SETR_TINY,
+    'mmseg/dgmn2/setr-mla_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py': SETR_TINY,
 }
 
 

@@ -558,15 +558,20 @@ class DGMN2(BaseModule):
 
     # --- weights ---------------------------------------------------------------------------------------
     def init_weights(self):
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official or converted checkpoints);
-        any other ``init_cfg`` is handled by mmengine."""
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly (official checkpoints of any kind, or
+        converted ones); any other ``init_cfg`` is handled by mmengine. A file that cannot be used raises
+        one :class:`~dgmn_mm.models.backbones.dgmn2_convert.CheckpointError` ``'<file>: <what is wrong>'``
+        (local files are read with ``weights_only=True``)."""
         if not (isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained'):
             return super().init_weights()
         ckpt_path = self.init_cfg.get('checkpoint')
         if ckpt_path is None:
             raise ValueError("init_cfg of type 'Pretrained' needs a 'checkpoint'")
-        ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
-        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'))
+        if '://' in str(ckpt_path):
+            ckpt = CheckpointLoader.load_checkpoint(ckpt_path, map_location='cpu', logger='current')
+        else:
+            ckpt = load_checkpoint_file(ckpt_path)
+        state_dict = checkpoint_filter_fn(ckpt, self, prefix=self.init_cfg.get('prefix'), source=ckpt_path)
         load_backbone_state_dict(self, state_dict, source=ckpt_path)
         MMLogger.get_current_instance().info(f'DGMN2: loaded {len(state_dict)} tensors from {ckpt_path}')
         self._is_init = True
@@ -585,111 +590,8 @@ def _init_weights(m: nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Official checkpoints
+# Official checkpoints: the conversion lives in dgmn2_convert (re-exported here for existing imports)
 # --------------------------------------------------------------------------------------------------------
-_OFFICIAL_RULES = (  # (official pattern, ours); applied in order, each key gets exactly one prefix rule
-    (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m[1]) - 1}.patch_embed.'),
-    (r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m[1]) - 1}.blocks.{m[2]}.'),
-    (r'\.attn\.conv_offset\.', '.attn.walk.'),
-    (r'\.attn\.pos_emb\.', '.attn.rel_pos.'),
-    (r'\.mlp\.', '.ffn.'),
-)
-_MM_RULES = (
-    (r'^stages\.(\d)\.patch_embed\.', lambda m: f'patch_embed{int(m[1]) + 1}.'),
-    (r'^stages\.(\d)\.blocks\.(\d+)\.', lambda m: f'block{int(m[1]) + 1}.{m[2]}.'),
-    (r'\.attn\.walk\.', '.attn.conv_offset.'),
-    (r'\.attn\.rel_pos\.', '.attn.pos_emb.'),
-    (r'\.ffn\.', '.mlp.'),
-)
-
-
-def _rename(key: str, rules) -> Optional[str]:
-    new, hits = key, 0
-    for pattern, repl in rules[:2]:
-        new, n = re.subn(pattern, repl, new)
-        hits += n
-    if hits != 1:
-        return None
-    for pattern, repl in rules[2:]:
-        new = re.sub(pattern, repl, new)
-    return new
-
-
-def is_official_state_dict(state_dict: Dict[str, Tensor]) -> bool:
-    return any(k.startswith(('patch_embed1.', 'block1.')) for k in state_dict)
-
-
-def convert_official_state_dict(state_dict: Dict[str, Tensor], strict: bool = True) -> Dict[str, Tensor]:
-    """Official DGMN2 (timm-style) keys -> ours: ``backbone.*`` for the backbone and ``head.fc.*`` for the
-    classifier (the layout of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``). Every official
-    key maps to exactly one of ours; an unknown key raises a ``KeyError`` naming it (``strict=False``
-    keeps unknown keys unchanged instead, for the caller to report)."""
-    out, unknown = {}, []
-    for key, value in state_dict.items():
-        if key.startswith('head.'):
-            out['head.fc.' + key[len('head.'):]] = value
-            continue
-        new = _rename(key, _OFFICIAL_RULES)
-        if new is None:
-            unknown.append(key)
-            if not strict:
-                out[key] = value
-        else:
-            out['backbone.' + new] = value
-    if unknown and strict:
-        raise KeyError(f'{len(unknown)} keys are not DGMN2 keys (is this an official DGMN2 checkpoint?): '
-                       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
-    return out
-
-
-def convert_to_official_state_dict(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Inverse of :func:`convert_official_state_dict` (ours -> official keys)."""
-    out = {}
-    for key, value in state_dict.items():
-        if key.startswith('head.fc.'):
-            out['head.' + key[len('head.fc.'):]] = value
-        elif key.startswith('backbone.') and _rename(key[len('backbone.'):], _MM_RULES) is not None:
-            out[_rename(key[len('backbone.'):], _MM_RULES)] = value
-        else:
-            raise KeyError(f'{key!r} is not a key of a DGMN2 classifier')
-    return out
-
-
-def unwrap_checkpoint(ckpt) -> Dict[str, Tensor]:
-    """A bare state dict, or one wrapped in ``state_dict`` (mmengine) or ``model`` (DeiT-style trainers)."""
-    if not isinstance(ckpt, dict):
-        raise TypeError(f'a checkpoint must be a dict, got {type(ckpt)}')
-    for key in ('state_dict', 'model'):
-        if key in ckpt and isinstance(ckpt[key], dict):
-            return ckpt[key]
-    return ckpt
-
-
-def checkpoint_filter_fn(ckpt, model: Optional[DGMN2] = None, prefix: Optional[str] = None):
-    """Backbone-only state dict (our keys) from any DGMN2 checkpoint: official, converted classifier,
-    or a detector/segmentor (``prefix='backbone.'`` is the default when such keys are present). RelPos
-    tables made for another pre-training size are resized to the model's."""
-    state_dict = unwrap_checkpoint(ckpt)
-    if is_official_state_dict(state_dict):
-        state_dict = convert_official_state_dict(state_dict)
-    if prefix is None and any(k.startswith('backbone.') for k in state_dict):
-        prefix = 'backbone.'
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if model is not None:
-        own = model.state_dict()
-        for k, v in state_dict.items():
-            if k.endswith(('rel_pos.rel_height', 'rel_pos.rel_width')) and k in own \
-                    and own[k].shape[0] != v.shape[0]:
-                state_dict[k] = resize_rel_table(v.float(), own[k].shape[0]).to(v.dtype)
-    return state_dict
-
-
-def load_backbone_state_dict(model: nn.Module, state_dict: Dict[str, Tensor], source: str = 'checkpoint'):
-    """``load_state_dict`` that fails loudly: any missing or unexpected key raises with their names."""
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise KeyError(f'{source} does not fit {type(model).__name__}: {len(missing)} missing keys '
-                       f'{missing[:8]}{" ..." if len(missing) > 8 else ""}, {len(unexpected)} unexpected keys '
-                       f'{unexpected[:8]}{" ..." if len(unexpected) > 8 else ""}')
+from .dgmn2_convert import (CheckpointError, checkpoint_filter_fn, convert_official_checkpoint,  # noqa: E402,F401
+                            convert_official_state_dict, convert_to_official_state_dict, is_official_state_dict,
+                            load_backbone_state_dict, load_checkpoint_file, unwrap_checkpoint)

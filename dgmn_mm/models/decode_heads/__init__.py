@@ -6,6 +6,8 @@ __all__ = []
 
 if codebase_available('mmseg'):
     from .dgmn_head import DGMNHead  # noqa: F401
-    __all__.append('DGMNHead')
+    from .setr_official_heads import OfficialSETRMLAHead, OfficialSETRUpHead  # noqa: F401
+    __all__ += ['DGMNHead', 'OfficialSETRUpHead', 'OfficialSETRMLAHead']
 else:
-    register_missing('DGMNHead', 'mmseg')
+    for _name in ('DGMNHead', 'OfficialSETRUpHead', 'OfficialSETRMLAHead'):
+        register_missing(_name, 'mmseg')

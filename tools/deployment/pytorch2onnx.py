@@ -1,0 +1,221 @@
+"""Export a dgmn_mm model (mmpretrain classifier, mmseg segmentor, mmdet detector) to ONNX and verify it.
+
+Usage::
+
+    python tools/deployment/pytorch2onnx.py CONFIG [CHECKPOINT] --shape H W [--dynamic] [--opset N]
+        [--verify] [--verify-shapes H W [H W ...]] [--tolerance 1e-4] [--out FILE] [--cfg-options k=v ...]
+
+What is exported (the input is the normalised image batch, i.e. after the model's data preprocessor):
+
+* classifiers (``BaseClassifier``): ``model(x, mode='tensor')`` -> class logits (B, num_classes);
+* segmentors (``BaseSegmentor``): ``model._forward(x)`` (whole image) -> seg logits of the decode head;
+* detectors (``BaseDetector``): ``model.extract_feat(x)`` -> the backbone + neck feature maps. The heads'
+  post-processing (NMS, RoI stages on data-dependent proposals) is not a fixed graph; export it with
+  MMDeploy if needed.
+* anything else: ``model(x)`` (e.g. a bare backbone config), all tensor outputs.
+
+The exporter is torch's dynamo-based ``torch.onnx.export(..., dynamo=True)``: DGMN2's attention records
+standard ops only (GridSample at opset >= 16, MatMul/Einsum, Softmax, Resize) and its RelPos indices are
+computed from the input size, so with ``--dynamic`` (batch, height and width dynamic) the graph is correct
+at every input size. The TorchScript exporter (``dynamo=False``) refuses DGMN2 with an error instead of
+writing a graph that is only right at the traced size.
+
+``--verify`` runs the file with onnxruntime (CPU) at the export shape and, with ``--dynamic``, at the
+``--verify-shapes`` (default: two other sizes, one of them odd), prints the largest absolute difference to
+PyTorch for each and exits with status 1 when one exceeds ``--tolerance``.
+"""
+import argparse
+import copy
+import logging
+import os.path as osp
+import sys
+import time
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+# ------------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------------
+def _drop_pretrained(obj):
+    if isinstance(obj, dict):
+        if isinstance(obj.get('init_cfg'), dict) and obj['init_cfg'].get('type') == 'Pretrained':
+            obj['init_cfg'] = None
+        if isinstance(obj.get('pretrained'), str):
+            obj['pretrained'] = None
+        for v in obj.values():
+            _drop_pretrained(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _drop_pretrained(v)
+
+
+def build_model(config: str, checkpoint: str = None, cfg_options: dict = None) -> nn.Module:
+    """The config's model in eval mode (SyncBN -> BN), weights from ``checkpoint`` when given (otherwise
+    its random initialisation; 'Pretrained' init_cfgs are ignored)."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS, init_default_scope
+
+    import dgmn_mm  # noqa: F401
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    model_cfg = copy.deepcopy(cfg.model)
+    _drop_pretrained(model_cfg)
+    model = MODELS.build(model_cfg)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return revert_sync_batchnorm(model).eval()
+
+
+def model_kind(model: nn.Module) -> str:
+    names = {c.__name__ for c in type(model).__mro__}
+    for kind, base in (('detector', 'BaseDetector'), ('segmentor', 'BaseSegmentor'),
+                       ('classifier', 'BaseClassifier')):
+        if base in names:
+            return kind
+    return 'other'
+
+
+class ExportWrapper(nn.Module):
+    """``forward(x)`` -> tuple of tensors: the part of ``model`` that is exported (see the module doc)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.kind = model_kind(model)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if self.kind == 'classifier':
+            out = self.model(x, mode='tensor')
+        elif self.kind == 'segmentor':
+            out = self.model._forward(x)
+        elif self.kind == 'detector':
+            out = self.model.extract_feat(x)
+        else:
+            out = self.model(x)
+        if isinstance(out, torch.Tensor):
+            return (out, )
+        flat = []
+        for o in (out if isinstance(out, (list, tuple)) else [out]):
+            flat.extend(o if isinstance(o, (list, tuple)) else [o])
+        return tuple(flat)
+
+
+# ------------------------------------------------------------------------------------------------------
+# export and verification
+# ------------------------------------------------------------------------------------------------------
+def export(module: nn.Module, shape: Sequence[int], out: str, dynamic: bool = False, opset: int = 18,
+           batch_size: int = 1) -> None:
+    """Export ``module(x)`` for x of (batch_size, 3, H, W) to ``out`` with the dynamo exporter.
+
+    With ``dynamic`` batch, height and width are dynamic (traced at batch >= 2: a traced batch of 1 would be
+    specialised)."""
+    if opset < 16:
+        raise ValueError(f'opset must be >= 16 (ONNX GridSample), got {opset}')
+    h, w = shape
+    x = torch.randn(max(batch_size, 2) if dynamic else batch_size, 3, h, w)
+    kwargs = {}
+    if dynamic:
+        Dim = torch.export.Dim
+        kwargs['dynamic_shapes'] = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=8, max=8192),
+                                     3: Dim('width', min=8, max=8192)}, )
+    with torch.no_grad():
+        program = torch.onnx.export(module, (x, ), dynamo=True, opset_version=opset, verbose=False, **kwargs)
+    program.save(out)
+
+
+def verify(module: nn.Module, onnx_file: str, shapes: Sequence[Sequence[int]], batch_size: int = 1,
+           seed: int = 0) -> List[Tuple[tuple, float]]:
+    """Max abs difference between onnxruntime and PyTorch for a random input of each (B, 3, H, W) shape."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    name = sess.get_inputs()[0].name
+    g = torch.Generator().manual_seed(seed)
+    results = []
+    for h, w in shapes:
+        x = torch.randn(batch_size, 3, h, w, generator=g)
+        with torch.no_grad():
+            ref = module(x)
+        got = sess.run(None, {name: x.numpy()})
+        if len(got) != len(ref):
+            raise RuntimeError(f'onnxruntime returned {len(got)} outputs, PyTorch {len(ref)}')
+        diff = 0.
+        for r, o in zip(ref, got):
+            if tuple(r.shape) != tuple(o.shape):
+                raise RuntimeError(f'output shape {tuple(o.shape)} != PyTorch {tuple(r.shape)} at {h}x{w}')
+            diff = max(diff, float(np.abs(r.numpy() - o).max()) if r.numel() else 0.)
+        results.append(((batch_size, 3, h, w), diff))
+    return results
+
+
+def default_verify_shapes(shape: Sequence[int]) -> List[Tuple[int, int]]:
+    h, w = shape
+    return [(h + 32, w + 64), (h + 33, w + 35)]  # a larger and an odd size
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Export a dgmn_mm model to ONNX (dynamo exporter) and verify it')
+    p.add_argument('config')
+    p.add_argument('checkpoint', nargs='?', default=None, help='weights (default: random initialisation)')
+    p.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'), help='input size to trace')
+    p.add_argument('--dynamic', action='store_true', help='dynamic batch, height and width')
+    p.add_argument('--opset', type=int, default=18, help='ONNX opset (>= 16); default 18')
+    p.add_argument('--out', default=None, help='output file (default: <config name>.onnx)')
+    p.add_argument('--verify', action='store_true', help='compare onnxruntime with PyTorch')
+    p.add_argument('--verify-shapes', type=int, nargs='+', default=None, metavar='H W',
+                   help='extra H W pairs to verify with --dynamic (default: two other sizes)')
+    p.add_argument('--batch-size', type=int, default=1, help='batch of the verification inputs')
+    p.add_argument('--tolerance', type=float, default=1e-4, help='max abs difference allowed by --verify')
+    p.add_argument('--cfg-options', nargs='+', default=None, help='override config settings (k=v)')
+    args = p.parse_args(argv)
+    if args.verify_shapes is not None and len(args.verify_shapes) % 2:
+        p.error('--verify-shapes takes H W pairs')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg_options = None
+    if args.cfg_options:
+        from mmengine.config import DictAction
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
+        cfg_options = ns.o
+    model = build_model(args.config, args.checkpoint, cfg_options)
+    module = ExportWrapper(model).eval()
+    out = args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'
+    t0 = time.time()
+    export(module, args.shape, out, args.dynamic, args.opset)
+    print(f'exported {module.kind} ({type(model).__name__}) to {out} in {time.time() - t0:.1f} s '
+          f"(opset {args.opset}, {'dynamic batch/height/width' if args.dynamic else 'static shape'})")
+    if not args.verify:
+        return 0
+    shapes = [tuple(args.shape)]
+    if args.dynamic:
+        vs = args.verify_shapes
+        shapes += ([(vs[i], vs[i + 1]) for i in range(0, len(vs), 2)] if vs else default_verify_shapes(args.shape))
+    ok = True
+    for shp, diff in verify(module, out, shapes, args.batch_size):
+        good = diff <= args.tolerance
+        ok &= good
+        print(f'verify {shp}: max abs diff {diff:.3g} ({"ok" if good else "FAILED"}, tolerance {args.tolerance:g})')
+    return 0 if ok else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

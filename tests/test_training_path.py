@@ -151,3 +151,42 @@ def test_benchmark_attention_train_mode(tmp_path):
         assert r['mode'] == 'train' and r['batch'] == '2' and r['tokens'] == str(8 * 12)
         assert float(r['ms_median']) > 0 and float(r['peak_mb']) > 0
     assert (out / 'summary_train.json').exists() and not (out / 'attention_benchmark.csv').exists()
+
+
+@pytest.mark.slow
+def test_benchmark_models_quick(tmp_path):
+    """benchmark_models builds both backbones of a pair and times inference and training iterations."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, os.path.join(repo, 'tools', 'analysis_tools', 'benchmark_models.py'), '--quick',
+           '--models', 'retinanet', '--threads', '1', '--out', str(tmp_path)]
+    res = subprocess.run(cmd, check=True, cwd=repo, timeout=900, capture_output=True, text=True)
+    assert '| retinanet | train | 128x128 (2) |' in res.stdout
+    with open(tmp_path / 'models_benchmark.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert {(r['backbone'], r['mode']) for r in rows} == {(b, m) for b in ('dgmn2-tiny', 'pvtv2-b1')
+                                                          for m in ('infer', 'train')}
+    assert all(float(r['ms_median']) > 0 and r['model'] == 'retinanet' for r in rows)
+
+
+def test_benchmark_models_configs_pair_up():
+    """The PVTv2-b1 twin of each model keeps the DGMN2 model's neck and heads; only the backbone differs."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools', 'analysis_tools',
+                        'benchmark_models.py')
+    spec = importlib.util.spec_from_file_location('benchmark_models_under_test', path)
+    bm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bm)
+    for model in bm.MODELS:
+        d, p = bm.load_cfg(model, 'dgmn2-tiny'), bm.load_cfg(model, 'pvtv2-b1')
+        assert d.model.backbone.type == 'DGMN2' and p.model.backbone.type.endswith('PyramidVisionTransformerV2')
+        assert p.model.backbone.embed_dims == 64 and list(p.model.backbone.num_layers) == [2, 2, 2, 2]
+        assert p.model.backbone.get('init_cfg') is None
+        for key in ('neck', 'type'):
+            assert d.model[key] == p.model[key], (model, key)
+    with pytest.raises(SystemExit):
+        bm.parse_args(['--models', 'yolo'])

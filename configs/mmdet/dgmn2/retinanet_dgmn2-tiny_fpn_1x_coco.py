@@ -1,5 +1,5 @@
 # RetinaNet + DGMN2-Tiny, COCO 1x (paper Table 7: 21.8M params, 39.7 box AP).
-# Recipe (shared/specs/DGMN2.md sec. 8): 8 GPUs x 2 images, AdamW lr 1e-4 wd 1e-4, 12 epochs, steps at 8 and
+# The official recipe (github:fudan-zvg/DGMN2 detection/configs/*_8x2_1x_coco.py, mmdet 2.12): 8 GPUs x 2 images, AdamW lr 1e-4 wd 1e-4, 12 epochs, steps at 8 and
 # 11, linear warm-up 500 iters from 0.001, single-scale 1333x800 with flip. FPN 5 levels from stage 2
 # (start_level 1, extra convs on the input), as mmdet's RetinaNet base.
 _base_ = [
@@ -18,8 +18,8 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         # the official detection backbone uses plain BatchNorm2d in its patch embeddings (not frozen)
         norm_cfg=dict(type='BN', requires_grad=True),
-        # not given by the official recipe; PVT's detection convention, which the DGMN2 code derives from
-        drop_path_rate=0.1,
+        # no stochastic depth: the official detection backbone wrapper leaves drop_path_rate at 0
+        drop_path_rate=0.0,
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/dgmn2_tiny_mm.pth')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 

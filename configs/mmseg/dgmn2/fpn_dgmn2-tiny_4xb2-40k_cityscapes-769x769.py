@@ -22,3 +22,6 @@ model = dict(
     neck=dict(in_channels=[64, 128, 320, 512]),
     decode_head=dict(norm_cfg=norm_cfg, align_corners=True),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(513, 513)))
+
+# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

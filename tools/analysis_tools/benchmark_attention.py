@@ -9,6 +9,11 @@
 Implementations (``--impls``):
 
 * ``reference`` / ``fast``: ``DGMN2Attention(attn_impl=...)``; backbone = DGMN2-Tiny.
+* ``fast-cpp`` / ``fast-torch`` / ``fast-triton`` (not in the default set): ``fast`` with the operators'
+  backend forced (``DGMN_MM_ATTN_BACKEND``, see ``dgmn_mm.ops.backend``): the C++ kernel (CPU), the
+  pure-PyTorch implementation, the Triton kernels (CUDA; on CPU the Triton interpreter, only for tiny
+  sizes). For a GPU: ``--device cuda --impls reference,fast-torch,fast-triton``. GPU numbers have not been
+  measured for this project (no GPU where it was developed).
 * ``full``: global softmax attention over all N tokens (Non-local style, the N x N map is materialised);
   backbone = DGMN2-Tiny with every DGMN2 attention replaced by it (same widths and heads).
 * ``pvtv2-sra``: mmdet's ``SpatialReductionAttention`` (sr_ratio 8 at stage-1 width); backbone = mmdet's
@@ -75,6 +80,8 @@ if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 ALL_IMPLS = ('reference', 'fast', 'full', 'pvtv2-sra', 'swin-window')
+# 'fast' with a forced operator backend (DGMN_MM_ATTN_BACKEND set around each step); not in the default set
+BACKEND_IMPLS = ('fast-cpp', 'fast-torch', 'fast-triton')
 DEFAULT_SIZES = '224x224,448x448,512x1024,800x1333,1024x2048'
 QUICK_SIZES = '32x32,64x64,64x128'
 MODES = ('infer', 'train')
@@ -225,7 +232,10 @@ def count_flops(fn, model) -> float:
 
 def build_model(scope, impl, device, mode='infer'):
     torch.manual_seed(0)
+    backend = impl[len('fast-'):] if impl in BACKEND_IMPLS else None
+    impl = 'fast' if backend else impl
     model = (build_layer(impl) if scope == 'layer' else build_backbone(impl)).to(device)
+    model._attn_backend = backend  # read by step_fn
     model.train(mode == 'train')  # (mmdet's Swin.train() returns None)
     return model
 
@@ -243,6 +253,27 @@ def forward_fn(model, x, hw):
 
 
 def step_fn(model, x, hw, mode='infer'):
+    """:func:`_plain_step_fn`, with the operators' backend forced during the step for the ``fast-*`` impls
+    (cases are interleaved, so the environment variable is set around each step, backward included)."""
+    step = _plain_step_fn(model, x, hw, mode)
+    backend = getattr(model, '_attn_backend', None)
+    if not backend:
+        return step
+
+    def forced():
+        prev = os.environ.get('DGMN_MM_ATTN_BACKEND')
+        os.environ['DGMN_MM_ATTN_BACKEND'] = backend
+        try:
+            return step()
+        finally:
+            if prev is None:
+                os.environ.pop('DGMN_MM_ATTN_BACKEND')
+            else:
+                os.environ['DGMN_MM_ATTN_BACKEND'] = prev
+    return forced
+
+
+def _plain_step_fn(model, x, hw, mode='infer'):
     """One measured step: an inference forward, or forward + backward of ``sum(out.mean())``."""
     fwd = forward_fn(model, x, hw)
     if mode == 'infer':
@@ -364,6 +395,13 @@ def summarize(rows, sizes):
                 ref['ms_median'] / fast['ms_median']
             out[f'{pre}{scope}_{det[0]}x{det[1]}_peak_memory_fast_over_reference'] = \
                 fast['peak_mb'] / ref['peak_mb']
+        for bimpl in BACKEND_IMPLS:  # forced operator backends against the reference path
+            rb = _get(rows, scope, bimpl, det)
+            if ref and rb:
+                out[f'{pre}{scope}_{det[0]}x{det[1]}_speedup_{bimpl}_vs_reference'] = ref['ms_median'] / rb['ms_median']
+                if rb.get('peak_mb') and ref.get('peak_mb'):
+                    out[f'{pre}{scope}_{det[0]}x{det[1]}_peak_memory_{bimpl}_over_reference'] = \
+                        rb['peak_mb'] / ref['peak_mb']
         pvt = _get(rows, scope, 'pvtv2-sra', det)
         if fast and pvt and pre:
             out[f'{pre}{scope}_{det[0]}x{det[1]}_speedup_fast_vs_pvtv2'] = pvt['ms_median'] / fast['ms_median']
@@ -418,7 +456,8 @@ def plot(rows, path):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--impls', default=','.join(ALL_IMPLS), help=f'comma list of {ALL_IMPLS}')
+    p.add_argument('--impls', default=','.join(ALL_IMPLS),
+                   help=f'comma list of {ALL_IMPLS} or of the forced attention backends {BACKEND_IMPLS}')
     p.add_argument('--sizes', default=None, help=f'comma list of HxW (default {DEFAULT_SIZES})')
     p.add_argument('--scope', default='both', choices=('layer', 'backbone', 'both'))
     p.add_argument('--mode', default='infer', choices=MODES,
@@ -430,14 +469,15 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: unchanged)')
     p.add_argument('--clock', default='wall', choices=('wall', 'cpu'))
     p.add_argument('--mem-limit-gb', type=float, default=6., help='skip configs estimated above this')
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (time with synchronisation, peak memory "
+                   "from torch.cuda.max_memory_allocated)")
     p.add_argument('--out', default='work_dirs/bench')
     p.add_argument('--no-plot', action='store_true')
     args = p.parse_args(argv)
     args.impls = [s.strip() for s in args.impls.split(',') if s.strip()]
-    bad = [s for s in args.impls if s not in ALL_IMPLS]
+    bad = [s for s in args.impls if s not in ALL_IMPLS + BACKEND_IMPLS]
     if bad:
-        p.error(f'unknown impls {bad}; choose from {ALL_IMPLS}')
+        p.error(f'unknown impls {bad}; choose from {ALL_IMPLS + BACKEND_IMPLS}')
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     try:
         args.sizes = [tuple(int(v) for v in s.lower().split('x')) for s in sizes.split(',') if s.strip()]

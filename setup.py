@@ -14,8 +14,10 @@ Environment variables:
   same results, slower on CPU).
 """
 import os
+import shutil
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 EXT_NAME = 'dgmn_mm.ops._sampled_attention_cpp'
 EXT_SOURCES = ['dgmn_mm/ops/csrc/sampled_attention.cpp']
@@ -39,4 +41,35 @@ def ext_setup_kwargs() -> dict:
     return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
 
 
-setup(**ext_setup_kwargs())
+MIM_ITEMS = ('configs', 'tools', 'model-index.yml')
+
+
+class BuildPyWithMim(build_py):
+    """Also copy configs/, tools/ and model-index.yml into the built ``dgmn_mm/.mim`` (the layout that mim
+    and mmpretrain's model hub read, as in the mmdet/mmseg/mmpretrain wheels). Editable installs use the
+    repository's ``dgmn_mm/.mim`` symlinks instead."""
+
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            return
+        root = os.path.dirname(os.path.abspath(__file__))
+        mim = os.path.join(self.build_lib, 'dgmn_mm', '.mim')
+        os.makedirs(mim, exist_ok=True)
+        for item in MIM_ITEMS:
+            src, dst = os.path.join(root, item), os.path.join(mim, item)
+            if not os.path.exists(src):
+                continue
+            if os.path.islink(dst) or os.path.isfile(dst):
+                os.remove(dst)
+            elif os.path.isdir(dst):
+                shutil.rmtree(dst)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc', '*.so'))
+            else:
+                shutil.copy2(src, dst)
+
+
+setup_kwargs = ext_setup_kwargs()
+setup_kwargs.setdefault('cmdclass', {})['build_py'] = BuildPyWithMim
+setup(**setup_kwargs)

@@ -4,7 +4,8 @@ and Fig. 11): for every stage, the K = 9 nodes each head reads for the query, on
 Usage::
 
     python tools/analysis_tools/visualize_sampled_nodes.py CONFIG [CHECKPOINT] --img IMG \
-        --points X,Y [X,Y ...] [--out FILE] [--block -1] [--zoom 3] [--max-size 512] [--device cpu]
+        --points X,Y [X,Y ...] [--out FILE] [--block -1] [--zoom 3] [--max-size 512] [--dpi 100]
+        [--palette] [--device cpu]
 
 CONFIG is any config with a DGMN2 backbone (classifier, detector or segmentor); CHECKPOINT a trained or
 converted checkpoint (without one the model keeps its random initialisation, and the walks are the small
@@ -238,7 +239,8 @@ def _draw_panel(ax, photo, st, cmap, window=None):
     ax.axis('off')
 
 
-def draw(photo: np.ndarray, stages: List[dict], out_file: str, title: str = '', zoom: int = 0) -> str:
+def draw(photo: np.ndarray, stages: List[dict], out_file: str, title: str = '', zoom: int = 0, dpi: int = 100,
+         palette: bool = False) -> str:
     """One panel per stage (the whole photo); with ``zoom`` > 0 a second row shows each stage around the
     first query, a window of +-(zoom x stride) photo pixels."""
     import matplotlib
@@ -264,8 +266,11 @@ def draw(photo: np.ndarray, stages: List[dict], out_file: str, title: str = '', 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
-    fig.savefig(out_file, dpi=110)
+    fig.savefig(out_file, dpi=dpi)
     plt.close(fig)
+    if palette:  # 256-colour PNG: a fraction of the size, for documentation
+        from PIL import Image
+        Image.open(out_file).convert('RGB').quantize(256, method=Image.Quantize.FASTOCTREE).save(out_file, optimize=True)
     return out_file
 
 
@@ -290,6 +295,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation')
     parser.add_argument('--zoom', type=int, default=0,
                         help='add a row zoomed on the first query, +-ZOOM map pixels of each stage')
+    parser.add_argument('--dpi', type=int, default=100)
+    parser.add_argument('--palette', action='store_true', help='save a 256-colour PNG (smaller file)')
     parser.add_argument('--title', default=None)
     return parser.parse_args(argv)
 
@@ -307,7 +314,7 @@ def main(argv=None):
     title = args.title if args.title is not None else (
         f"{osp.basename(args.config)}: K = 9 sampled nodes per head"
         f"{'' if args.checkpoint else ' (random weights)'}")
-    out = draw(photo, stages, args.out, title, args.zoom)
+    out = draw(photo, stages, args.out, title, args.zoom, args.dpi, args.palette)
     print(out)
     return out, stages
 

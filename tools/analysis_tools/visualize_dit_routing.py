@@ -138,7 +138,7 @@ def brief_train(backbone: DiT, steps: int, size: int, mu: float, batch: int = 8,
         (task + loss_c).backward()
         opt.step()
         if log and (step % 10 == 0 or step == steps - 1):
-            ratio = float(budget.ratio(complexity).mean())
+            ratio = float(budget.ratio(complexity).detach().mean())
             log(f'step {step:4d}  task {float(task):.3f}  budget {float(loss_c):.4f}  flops ratio {ratio:.3f}')
     backbone.eval()
     return backbone

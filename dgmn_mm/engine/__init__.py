@@ -18,15 +18,16 @@ from .data_checks import DataCheckError, check_data_cfg
 from .dist import DeviceAgnosticDDP, convert_syncbn_cfg, default_backend, init_process_group, setup_distributed
 from .drop_path_hook import DropPathScheduleHook
 from .launch import detect_codebase, init_codebase
-from .sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn
 from .safe_load import register_safe_globals, safe_globals, unsafe_globals_in_checkpoint
+from .sync_bn import GlooSyncBatchNorm, convert_to_gloo_sync_bn
 
 register_safe_globals()
 
 __all__ = [
     'AtomicCheckpointHook', 'GlooSyncBatchNorm', 'convert_to_gloo_sync_bn', 'DataCheckError', 'check_data_cfg',
     'find_resumable_checkpoint', 'is_complete_checkpoint',
-    'DeviceAgnosticDDP', 'DropPathScheduleHook', 'convert_syncbn_cfg', 'default_backend', 'init_process_group', 'setup_distributed',
+    'DeviceAgnosticDDP', 'DropPathScheduleHook', 'convert_syncbn_cfg', 'default_backend', 'init_process_group',
+    'setup_distributed',
     'detect_codebase', 'init_codebase', 'register_safe_globals', 'safe_globals',
     'unsafe_globals_in_checkpoint'
 ]

@@ -150,8 +150,6 @@ class AtomicCheckpointHook(CheckpointHook):
     mmengine's behaviour (they are not used to resume).
     """
 
-    priority = 'VERY_LOW'
-
     def before_run(self, runner) -> None:
         """Pick a complete checkpoint for an auto-resume, before ``Runner.load_or_resume`` reads
         ``last_checkpoint``."""

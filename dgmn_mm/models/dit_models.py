@@ -46,7 +46,7 @@ class DiTBudgetLoss(nn.Module):
     Args:
         mu (float): μ, the target ratio C / C^base.
         loss_weight (float): λ_C. Defaults to 2 [R].
-        warmup_iters (int): [R] λ_C ramps linearly from 0 over this many training calls (the spec: the first
+        warmup_iters (int): [R] λ_C ramps linearly from 0 over this many training calls (our choice: the first
             5% of training). 0 = no ramp. The count is a buffer, so it survives a resume.
         base (str): C^base: 'dense' [R] (all gates open, the routing space's maximum; μ = target FLOPs /
             all-open FLOPs) or 'pvtv2' (the PVTv2 baseline of the same widths, as written in Eq. 6).

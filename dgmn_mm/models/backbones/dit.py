@@ -1,23 +1,24 @@
 """DiT: the dynamic token routing Transformer backbone (our reconstruction).
 
 "DiT: Efficient Vision Transformers with Dynamic Token Routing", Y. Ma, Z. Fei, J. Huang, arXiv 2308.03409.
-No official code exists and the paper's text lacks its Sec. 3.2, so this is a reconstruction: every fact the
-paper states is kept, and every choice we had to make is marked **[R]** below and is a constructor option
-(see ``shared/specs/DiT.md``).
+No official code exists (the repository github ``Maycbj/DiT`` holds a README and figures), so this is a
+reconstruction: every fact the paper states is kept, and every choice we had to make is marked **[R]** below
+and is a constructor option (see ``docs/dit.md``).
 
-The network is a grid of nodes F_{i,j} (row i = scale with stride 4 * 2^i, column j = layer). A node holds a
-cell B_{i,j} of PVTv2 blocks of scale i, each block with its own per-token **row gate** (dynamic depth), and a
-per-image **column gate** on the patch embedding P_{i,j} that decides whether the whole map is downsampled
-to node (i+1, j) (dynamic scale). Eq. 4::
+The network is a grid of nodes F_{i,j} (row i = scale with stride 4 * 2^i, column j = stage; Sec. 3.1, Fig. 2).
+A node holds a cell B_{i,j} of PVTv2 blocks of scale i and a per-token **row gate** G^row_{i,j} computed from
+F_{i,j} (dynamic depth; only the routed tokens enter the cell), and a per-image **column gate** on the patch
+embedding P_{i,j} that decides whether the whole map is downsampled to node (i+1, j) (dynamic scale). Eq. 4::
 
     F_{i,j} = B_{i,j-1}(G^row ⊙ F_{i,j-1}) + (1 - G^row) ⊙ F_{i,j-1} + G^col_{i-1,j} ⊙ P_{i-1,j}(F_{i-1,j})
 
-Tokens with G^row = 0 are copied; at inference they are *not computed* (gather -> compute -> scatter, see
-:meth:`DiTBlock.forward_sparse`), which gives exactly the masked dense result of training
-(:meth:`DiTBlock.forward_dense`). Every forward also counts the FLOPs each image used (Eq. 5), which the
-complexity constraint of Eqs. 6-7 (:class:`dgmn_mm.models.dit_models.DiTBudgetLoss`) turns into a loss.
+Tokens with G^row = 0 are copied; at inference they are *not computed* (gather -> the node's blocks ->
+scatter, :meth:`DiTNode.forward_sparse`), which gives exactly the masked dense result of training
+(:meth:`DiTNode.forward_dense`). Every forward also counts the FLOPs each image used (Eq. 5) and returns them
+with the maps (:class:`DiTOutputs`); the complexity constraint of Eqs. 6-7
+(:class:`dgmn_mm.models.dit_models.DiTBudgetLoss`) turns them into a loss.
 
-Module tree: ``stem`` (F_{0,0}), ``nodes['i_j'].blocks[k].{gate, norm1, attn, norm2, ffn}``,
+Module tree: ``stem_proj``/``stem_norm`` (F_{0,0}), ``nodes['i_j'].{gate, blocks[k].{norm1, attn, norm2, ffn}}``,
 ``embeds['i_j'].{gate, proj, norm}`` (P_{i,j}: node (i, j) -> node (i+1, j)), ``out_norms[i]``.
 """
 import math
@@ -315,14 +316,18 @@ class DWConvFFN(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """A PVTv2 block (pre-norm, LN eps 1e-6) with a per-token row gate.
+    """A PVTv2 block (pre-norm, LN eps 1e-6) that computes only routed tokens.
 
-    Masked dense form (training; Eq. 4's row term for one block)::
+    With per-node row gates (the default) the node's gate G decides for all its blocks:
+    :meth:`forward_masked` (training) and :meth:`forward_tokens` (inference, routed tokens only) make the
+    skipped tokens neither queries nor keys/values. With per-block gates (``with_gate=True``) the block has its
+    own gate and the masked dense form (Eq. 4's row term for one block) is::
 
         y = x + DropPath(Attn(LN1 x));  y = y + DropPath(FFN(LN2 y; G))
         out = G ⊙ y + (1 - G) ⊙ x
 
-    The sparse form computes ``y`` only for the tokens with G = 1 and gives the same ``out``.
+    where skipped tokens still serve as keys/values; :meth:`forward_sparse` computes ``y`` only for the
+    tokens with G = 1 and gives the same ``out``.
 
     Args:
         embed_dims, num_heads, sr_ratio, mlp_ratio: the PVTv2 hyper-parameters of the scale.

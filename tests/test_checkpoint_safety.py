@@ -244,3 +244,63 @@ def test_every_config_uses_the_atomic_hook():
     if unloadable:
         import warnings
         warnings.warn(f'configs that do not load: {unloadable}')
+
+
+# ------------------------------------------------------------------------------------------------------
+# end to end: tools/train.py killed while it writes a checkpoint, then tools/train.py --resume
+# ------------------------------------------------------------------------------------------------------
+_KILLER = '''
+import os, runpy, signal, sys
+from mmengine.fileio import LocalBackend
+real_put = LocalBackend.put
+def put(self, obj, filepath):
+    if os.path.basename(str(filepath)).lstrip('.').startswith(os.environ['KILL_FILE']):
+        with open(filepath, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_put(self, obj, filepath)
+LocalBackend.put = put
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+
+@pytest.mark.slow
+def test_train_tool_killed_mid_save_resumes_exactly(tmp_path):
+    """The demo configs' setting (max_keep_ckpts=1): kill -9 while epoch_2.pth is written, --resume, equal
+    weights to the uninterrupted 3 epochs."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    config = osp.join(root, 'tests', 'configs', 'dgmn2_tiny_cls_syncbn.py')
+    data = tmp_path / 'data'
+    rng = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        for cls in ('a', 'b'):
+            os.makedirs(data / split / cls)
+            for i in range(2):
+                cv2.imwrite(str(data / split / cls / f'{i}.png'), rng.integers(0, 256, (40, 40, 3), np.uint8))
+    options = ['--cfg-options', *[f'{s}_dataloader.dataset.data_root={data}' for s in ('train', 'val', 'test')],
+               'train_dataloader.dataset.pipeline.1.prob=0.0', 'train_cfg.max_epochs=3',
+               'default_hooks.checkpoint.max_keep_ckpts=1']
+    train = osp.join(root, 'tools', 'train.py')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'KILL_FILE': 'epoch_2.pth'}
+
+    def run(*args, kill=False):
+        cmd = [sys.executable, *(['-c', _KILLER] if kill else []), train, config, *args, *options]
+        return subprocess.run(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=900)
+
+    straight, crashed = str(tmp_path / 'straight'), str(tmp_path / 'crashed')
+    assert run('--work-dir', straight).returncode == 0
+    proc = run('--work-dir', crashed, kill=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout[-3000:]
+    assert sorted(n for n in os.listdir(crashed) if n.endswith('.pth')) == ['epoch_1.pth']  # complete, kept
+    proc = run('--work-dir', crashed, '--resume')
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'Auto resumed from the latest checkpoint' in proc.stdout and 'epoch_1.pth' in proc.stdout
+    _assert_same(_weights(osp.join(crashed, 'epoch_3.pth')), _weights(osp.join(straight, 'epoch_3.pth')))
+    assert sorted(n for n in os.listdir(crashed) if n.endswith('.pth')) == ['epoch_3.pth']

@@ -210,7 +210,8 @@ def test_node_flops_charged_per_node():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(arch='b9'), 'arch'), (dict(arch=3), 'arch'), (dict(in_channels=0), 'in_channels'),
     (dict(band=-1), 'band'), (dict(num_columns=0), 'num_columns'), (dict(band=0), 'band'),
-    (dict(out_indices=(4, )), 'out_indices'), (dict(drop_rate=1.0), 'drop_rate'),
+    (dict(out_indices=(4, )), 'out_indices'), (dict(out_indices=('a', )), 'out_indices'),
+    (dict(drop_rate=1.0), 'drop_rate'),
     (dict(attn_drop_rate=-0.1), 'attn_drop_rate'), (dict(drop_path_rate='x'), 'drop_path_rate'),
     (dict(row_gate='soft'), 'row_gate'), (dict(col_gate='attention'), 'col_gate'),
     (dict(row_gate_granularity='token'), 'row_gate_granularity'),
@@ -260,3 +261,20 @@ def test_space_picture(tmp_path):
     out = tool.draw_space(_meta(arch='b2'), str(tmp_path / 'space.png'))
     with open(out, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_sparse_inference_under_autocast():
+    """Mixed precision (the AMP configs; bfloat16 autocast on CPU here): the routed-token path keeps the dtypes of
+    its scatters consistent and stays close to the fp32 result."""
+    torch.manual_seed(0)
+    model = DiT(arch=TINY, row_gate='random', col_gate='open', fixed_keep=0.5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        ref = model(x)
+    torch.manual_seed(1)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(x)
+    assert out[0].dtype == torch.bfloat16
+    for a, b in zip(out, ref):
+        assert float((a.float() - b).abs().max()) < 0.3

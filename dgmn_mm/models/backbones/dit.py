@@ -415,7 +415,7 @@ class DiTBlock(nn.Module):
             red = xn.new_zeros(ctx.num_windows, C)
             xs = xn.index_select(0, ctx.sr_order).split(ctx.sr_sizes)
             for xo, o in zip(xs, ctx.sr_offsets):
-                red = red.index_add(0, ctx.sr_windows[o], xo @ w[:, :, o].t())
+                red = red.index_add(0, ctx.sr_windows[o], (xo @ w[:, :, o].t()).to(red.dtype))  # autocast
             red = red.index_select(0, ctx.win_rows)
             if attn.sr.bias is not None:
                 red = red + attn.sr.bias
@@ -561,7 +561,7 @@ class DiTNode(nn.Module):
         for blk in self.blocks:
             xr = blk.forward_tokens(xr, ctx)
         out = f.clone()
-        out[active] = fa.reshape(-1, C).index_copy(0, ctx.rows, xr).view(-1, N, C)
+        out[active] = fa.reshape(-1, C).index_copy(0, ctx.rows, xr.to(fa.dtype)).view(-1, N, C)
         return out
 
     def row_flops(self, hw_shape: Tuple[int, int]) -> int:
@@ -732,6 +732,9 @@ class DiT(BaseModule):
         dims, depths = s['embed_dims'], s['depths']
         if isinstance(out_indices, int):
             out_indices = (out_indices, )
+        if not isinstance(out_indices, (list, tuple)) or any(
+                isinstance(i, bool) or not isinstance(i, int) for i in out_indices):
+            raise ValueError(f'out_indices must be an int or a sequence of ints in [-4, 3], got {out_indices!r}')
         out_indices = tuple(i % self.num_rows if -self.num_rows <= i < self.num_rows else i for i in out_indices)
         if not out_indices or any(not 0 <= i < self.num_rows for i in out_indices):
             raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')

@@ -255,3 +255,41 @@ def test_slurm_train_under_a_real_slurm(local_slurm, data_root, spaced_config, t
                MASTER_PORT=str(_free_port()), SRUN_ARGS='--time=10')
     assert out.count('No CUDA: 1 SyncBN norm config(s) replaced by GlooSyncBN') == 2
     assert _max_diff(_final_state(work_dir), two_processes) < 1e-6
+
+
+def _tiny_batch_worker(rank, world, port, out):
+    import torch.distributed as dist
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
+        torch.manual_seed(0)
+        model = DGMN2(arch=TINY, norm_cfg=dict(type='GlooSyncBN')).train()
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))[rank:rank + 1]
+        torch.save(model(x)[3].detach(), f'{out}.{rank}')  # stage 4 is 1x1: 1 value per process, 2 in all
+        dist.destroy_process_group()
+    except BaseException as e:  # noqa: B036
+        open(f'{out}.{rank}.err', 'w').write(repr(e))
+        os._exit(3)
+    os._exit(0)
+
+
+def test_sync_bn_batch_of_one_per_process(tmp_path):
+    """The min-size check counts a synchronised BN's values over all processes: 2 x (1 image of 32 px) trains
+    (a 1x1 last map holds 2 values per channel in all), and equals 1 process with both images and BN."""
+    ctx, port, out = mp.get_context('fork'), _free_port(), str(tmp_path / 'tiny')
+    procs = [ctx.Process(target=_tiny_batch_worker, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    errors = [open(f'{out}.{r}.err').read() for r in range(2) if osp.exists(f'{out}.{r}.err')]
+    assert all(p.exitcode == 0 for p in procs), errors
+    torch.manual_seed(0)
+    single = DGMN2(arch=TINY, norm_cfg=dict(type='BN')).train()
+    with torch.no_grad():
+        ref = single(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)))[3]
+    got = torch.cat([torch.load(f'{out}.{r}', weights_only=True) for r in range(2)])
+    # BN over 2 values per channel amplifies rounding (1 / std of two nearby values): a looser tolerance
+    torch.testing.assert_close(got, ref, rtol=1e-3, atol=5e-4)
+    with pytest.raises(ValueError, match='A batch of 1 needs H or W >= 33 px'):
+        single(torch.randn(1, 3, 32, 32))  # one process, local BN: the clear error

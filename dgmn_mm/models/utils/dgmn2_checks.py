@@ -9,11 +9,12 @@ training, a BatchNorm needs more than one value per channel, i.e. ``batch * h_i 
 ``h_i x w_i`` of every stage whose BN is in training mode (not frozen, not ``norm_eval``);
 :func:`check_dgmn2_input` raises a ValueError naming the minimum instead of BatchNorm's anonymous error.
 """
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from .arch import check_bool, check_cfg, check_choice, check_int, check_rate, conv_out_size, normalize_out_indices
 
-__all__ = ['RELPOS_MODES', 'check_dgmn2_args', 'dgmn2_stage_sizes', 'dgmn2_min_train_size', 'check_dgmn2_input']
+__all__ = ['RELPOS_MODES', 'check_dgmn2_args', 'dgmn2_stage_sizes', 'dgmn2_min_train_size', 'check_dgmn2_input',
+           'bn_train_stages']
 
 RELPOS_MODES = ('official', 'corrected')
 
@@ -80,6 +81,24 @@ def dgmn2_min_train_size(strides: Sequence[int], stages: Sequence[int], batch_si
     while min(dgmn2_stage_sizes(size, strides)[i] for i in stages) < 2:
         size += 1
     return size
+
+
+def bn_train_stages(stages) -> List[int]:
+    """Indices of the stages whose patch embedding holds a BatchNorm in training mode that normalises over the
+    local batch only. A synchronised BN (``nn.SyncBatchNorm``, ``GlooSyncBatchNorm``) in a process group of
+    several processes counts values over all of them, so it is not listed then."""
+    import torch.distributed as dist
+    from torch.nn import SyncBatchNorm
+    from torch.nn.modules.batchnorm import _BatchNorm
+    synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    out = []
+    for i, stage in enumerate(stages):
+        for m in stage.patch_embed.modules():
+            if isinstance(m, _BatchNorm) and m.training and not (
+                    synced and (isinstance(m, SyncBatchNorm) or type(m).__name__ == 'GlooSyncBatchNorm')):
+                out.append(i)
+                break
+    return out
 
 
 def check_dgmn2_input(x, in_channels: int, strides: Sequence[int], bn_train_stages: Sequence[int]) -> None:

@@ -32,7 +32,7 @@ from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resi
                              slot_rows)
 from ..layers.node_sampling import sample_nodes
 from ..utils.arch import parse_arch
-from ..utils.dgmn2_checks import check_dgmn2_args, check_dgmn2_input
+from ..utils.dgmn2_checks import bn_train_stages, check_dgmn2_args, check_dgmn2_input
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -498,9 +498,7 @@ class DGMN2(BaseModule):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         # a clear error (naming the minimum size) instead of BatchNorm's on a too small map
-        check_dgmn2_input(x, self.in_channels, self.strides, [
-            i for i, stage in enumerate(self.stages)
-            if any(isinstance(m, _BatchNorm) and m.training for m in stage.patch_embed.modules())])
+        check_dgmn2_input(x, self.in_channels, self.strides, bn_train_stages(self.stages))
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)  # channels-last between stages (see channels_last_)

@@ -25,7 +25,9 @@ writing a graph that is only right at the traced size.
 PyTorch for each and exits with status 1 when one exceeds ``--tolerance``.
 """
 import argparse
+import contextlib
 import copy
+import functools
 import logging
 import os.path as osp
 import sys
@@ -119,6 +121,41 @@ class ExportWrapper(nn.Module):
 # ------------------------------------------------------------------------------------------------------
 # export and verification
 # ------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _mmseg_resize_without_warning():
+    """mmseg's ``resize(..., warning=True)`` turns the sizes into Python ints to decide whether to warn about
+    ``align_corners``, which fixes a dynamic height/width to the traced value. While exporting, every
+    ``resize`` imported by an mmseg module is called with ``warning=False`` (same computation)."""
+    try:
+        from mmseg.models.utils import wrappers
+    except ImportError:
+        yield
+        return
+    original = wrappers.resize
+
+    @functools.wraps(original)
+    def quiet(*args, **kwargs):
+        kwargs['warning'] = False
+        return original(*args, **kwargs)
+
+    patched = [m for name, m in list(sys.modules.items())
+               if name.startswith('mmseg') and m is not None and getattr(m, 'resize', None) is original]
+    for m in patched:
+        m.resize = quiet
+    try:
+        yield
+    finally:
+        for m in patched:
+            m.resize = original
+
+
+def dynamic_input_dims(onnx_file: str) -> List[bool]:
+    """Which dims of the first graph input are symbolic in the saved file."""
+    import onnx
+    inp = onnx.load(onnx_file, load_external_data=False).graph.input[0]
+    return [not d.HasField('dim_value') for d in inp.type.tensor_type.shape.dim]
+
+
 def export(module: nn.Module, shape: Sequence[int], out: str, dynamic: bool = False, opset: int = 18,
            batch_size: int = 1) -> None:
     """Export ``module(x)`` for x of (batch_size, 3, H, W) to ``out`` with the dynamo exporter.
@@ -134,9 +171,17 @@ def export(module: nn.Module, shape: Sequence[int], out: str, dynamic: bool = Fa
         Dim = torch.export.Dim
         kwargs['dynamic_shapes'] = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=8, max=8192),
                                      3: Dim('width', min=8, max=8192)}, )
-    with torch.no_grad():
+    with torch.no_grad(), _mmseg_resize_without_warning():
         program = torch.onnx.export(module, (x, ), dynamo=True, opset_version=opset, verbose=False, **kwargs)
     program.save(out)
+    if dynamic:
+        dims = dynamic_input_dims(out)
+        fixed = [name for name, dyn in zip(('batch', 'channels', 'height', 'width'), dims) if not dyn]
+        if set(fixed) - {'channels'}:
+            raise RuntimeError(
+                f'the exported graph fixed the input {"/".join(d for d in fixed if d != "channels")} to the '
+                f'traced value (some code of the model turns sizes into Python numbers): it would be wrong at '
+                f'other sizes. Export without --dynamic at the size you deploy, or fix that code.')
 
 
 def verify(module: nn.Module, onnx_file: str, shapes: Sequence[Sequence[int]], batch_size: int = 1,

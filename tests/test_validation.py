@@ -16,6 +16,7 @@ TINY = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 64), num_heads=(1, 1, 1
 def test_normalize_out_indices():
     assert normalize_out_indices(-1, 4) == (3, )
     assert normalize_out_indices((3, 0, -3), 4) == (0, 1, 3)
+    assert normalize_out_indices((3, 0, -3), 4, sort=False) == (3, 0, 1)
     for bad in ((4, ), (-5, ), (), (1, 1), (0.5, ), (True, )):
         with pytest.raises(ValueError, match=r'out_indices .*\[-4, 3\]|out_indices names a stage twice'):
             normalize_out_indices(bad, 4)

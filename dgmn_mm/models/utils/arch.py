@@ -64,9 +64,11 @@ def parse_arch(arch, arch_zoo: Mapping[str, dict], required_keys: Sequence[str],
     return out
 
 
-def normalize_out_indices(out_indices, num_stages: int, name: str = 'out_indices') -> Tuple[int, ...]:
-    """``out_indices`` (an int or a sequence of ints, negative ones counting from the end) as a sorted
-    tuple of distinct stage indices in ``[0, num_stages)``."""
+def normalize_out_indices(out_indices, num_stages: int, name: str = 'out_indices',
+                          sort: bool = True) -> Tuple[int, ...]:
+    """``out_indices`` (an int or a sequence of ints, negative ones counting from the end) as a tuple of
+    distinct stage indices in ``[0, num_stages)``, sorted (``sort=True``, for models that return their maps
+    in stage order) or in the given order."""
     if _is_int(out_indices):
         out_indices = (out_indices, )
     if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Iterable):
@@ -81,7 +83,7 @@ def normalize_out_indices(out_indices, num_stages: int, name: str = 'out_indices
     normalized = tuple(i % num_stages for i in values)
     if len(set(normalized)) != len(normalized):
         raise ValueError(f'{name} names a stage twice: {values!r} -> {normalized!r}')
-    return tuple(sorted(normalized))
+    return tuple(sorted(normalized)) if sort else normalized
 
 
 def check_choice(name: str, value, choices: Sequence) -> Any:

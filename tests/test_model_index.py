@@ -183,6 +183,8 @@ def test_wheel_ships_mim_payload_and_mim_finds_it(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert 'dgmn2-tiny_8xb128_in1k' in res.stdout and 'mask-rcnn_dgmn2-tiny_fpn_1x_coco' in res.stdout
-    res = subprocess.run(mim + ['run', 'dgmn_mm', 'get_flops', '--help'], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0 and '--convention' in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+    cfg = str(ROOT / 'configs/mmpretrain/demo/dgmn2-tiny_synthetic.py')
+    res = subprocess.run(mim + ['run', 'dgmn_mm', 'get_flops', cfg, '--shape', '64', '64'], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert 'Input shape: (1, 3, 64, 64)' in res.stdout and 'Params:' in res.stdout

@@ -148,7 +148,8 @@ def test_deformable_detr_recipe():
         assert c.model.encoder.layer_cfg.ffn_cfg.ffn_drop == off['dropout']
         head = c.model.bbox_head
         assert head.loss_cls.loss_weight == off['cls_loss_coef'] and head.loss_cls.alpha == off['focal_alpha']
-        assert head.loss_bbox.loss_weight == off['bbox_loss_coef'] and head.loss_iou.loss_weight == off['giou_loss_coef']
+        assert head.loss_bbox.loss_weight == off['bbox_loss_coef']
+        assert head.loss_iou.loss_weight == off['giou_loss_coef']
         assert c.model.backbone.drop_path_rate == off['drop_path_rate']
         assert c.model.neck.bias is True  # the official input projections have a bias
         # 80 mmdet labels; the converter takes them from the official 91 logits

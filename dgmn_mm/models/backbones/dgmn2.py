@@ -7,8 +7,8 @@ the keys and values of those nodes with a bilinear sampler (Eq. 8) and passes me
 the K nodes plus a relative position term (Eq. 9). Time and memory are linear in N.
 
 The module tree is ``stages[i].patch_embed`` then ``stages[i].blocks[j].{norm1, attn, norm2, ffn}``;
-:func:`convert_official_state_dict` maps the official checkpoints (``github:fudan-zvg/DGMN2``) onto it one
-key to one key. The computation follows the official code exactly (see ``shared/specs/DGMN2.md`` sec. 2-7),
+:mod:`.dgmn2_convert` maps the official checkpoints of every released kind (``github:fudan-zvg/DGMN2``) onto
+it one key to one key. The computation follows the official code exactly (``classification/dgmn2_block.py``),
 including the transposed-height quirk of its relative position encoding, which the released weights were
 trained with (``relpos_mode='official'``, the default; ``'corrected'`` is the bug-free variant).
 """

@@ -73,8 +73,9 @@ class WalkRecorder:
         for i, stage in enumerate(self.backbone.stages):
             for j, block in enumerate(stage.blocks):
                 attn = block.attn
-                self._impls.append((attn, attn.attn_impl))
-                attn.attn_impl = 'reference'  # calls attn.walk as a module, so the hook fires
+                if hasattr(attn, 'attn_impl'):
+                    self._impls.append((attn, attn.attn_impl))
+                    attn.attn_impl = 'reference'  # calls attn.walk as a module, so the hook fires
                 self._handles.append(attn.register_forward_pre_hook(self._pre_hook(i, j)))
                 self._handles.append(attn.walk.register_forward_hook(self._walk_hook(i, j, attn)))
         return self
@@ -95,6 +96,9 @@ class WalkRecorder:
     def _walk_hook(self, i, j, attn):
         def hook(module, args, output):
             rec = self.records[(i, j)]
+            if output.dim() != 4:
+                raise RuntimeError(f'stage {i} block {j}: the walk Linear returned {tuple(output.shape)}, '
+                                   'expected (B, N, heads, 2K)')
             H, W = rec['hw_shape']
             B, N, nh, _ = output.shape
             K = attn.num_samples
@@ -205,6 +209,10 @@ def sampled_nodes(backbone, inputs: torch.Tensor, points_xy: Sequence[Tuple[floa
     strides = stage_strides(backbone)
     with WalkRecorder(backbone) as rec, torch.no_grad():
         backbone(inputs)
+    missing = [k for k, r in rec.records.items() if 'walk' not in r]
+    if missing:
+        raise RuntimeError(f'no walks recorded for (stage, block) {missing}: the attention did not call its '
+                           '`walk` Linear as a module')
     out = []
     for i, stage in enumerate(backbone.stages):
         j = block % len(stage.blocks)

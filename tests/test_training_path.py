@@ -190,3 +190,36 @@ def test_benchmark_models_configs_pair_up():
             assert d.model[key] == p.model[key], (model, key)
     with pytest.raises(SystemExit):
         bm.parse_args(['--models', 'yolo'])
+
+
+def test_buffer_cache_linear_same_values_and_reuse():
+    from dgmn_mm.models.layers import buffer_cache as bc
+    torch.manual_seed(0)
+    cache = bc.BufferCache(min_bytes=0)
+    lin = torch.nn.Linear(16, 48)
+    x = torch.randn(2, 50, 16)
+    a = cache.get('k', (2, 50, 48), torch.float32, 'cpu')
+    b = cache.get('k', (3, 10, 48), torch.float32, 'cpu')  # smaller: a view of the same memory
+    assert b.data_ptr() == a.data_ptr() and cache.nbytes() == 2 * 50 * 48 * 4
+    c = cache.get('k', (3, 50, 48), torch.float32, 'cpu')  # larger: grows
+    assert c.shape == (3, 50, 48) and cache.nbytes() == 3 * 50 * 48 * 4
+    assert cache.get('small', (4, ), torch.float32, 'cpu').shape == (4, )
+    cache.clear()
+    assert cache.nbytes() == 0
+    bc.clear_buffer_cache()
+    with torch.no_grad():
+        y1 = bc.cached_linear(lin, x, 'test')
+        torch.testing.assert_close(y1, bc.linear_reference(lin, x), rtol=0, atol=0)
+        if 2 * 50 * 48 * 4 >= bc.get_buffer_cache().min_bytes:
+            assert bc.get_buffer_cache().nbytes() > 0
+    big = torch.randn(1, 40000, 16)  # 40000 x 48 floats = 7.7 MB > 4 MB: cached
+    with torch.no_grad():
+        y2 = bc.cached_linear(lin, big, 'test')
+        ptr = y2.data_ptr()
+        torch.testing.assert_close(y2, bc.linear_reference(lin, big), rtol=0, atol=0)
+        y3 = bc.cached_linear(lin, big * 2, 'test')
+    assert y3.data_ptr() == ptr  # the same buffer, no new pages
+    # with autograd the plain linear runs (the graph would keep the buffer alive across calls)
+    y4 = bc.cached_linear(lin, big, 'test')
+    assert y4.requires_grad and y4.data_ptr() != ptr
+    bc.clear_buffer_cache()

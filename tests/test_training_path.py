@@ -223,3 +223,23 @@ def test_buffer_cache_linear_same_values_and_reuse():
     y4 = bc.cached_linear(lin, big, 'test')
     assert y4.requires_grad and y4.data_ptr() != ptr
     bc.clear_buffer_cache()
+
+
+def test_attention_qkv_uses_the_buffer_cache_in_inference_only():
+    from dgmn_mm.models.backbones.dgmn2 import DGMN2Attention
+    from dgmn_mm.models.layers import buffer_cache as bc
+    torch.manual_seed(0)
+    attn = DGMN2Attention(64, 1, (8, 8)).eval()
+    x = torch.randn(1, 80 * 80, 64)  # qkv: 6400 x 192 floats = 4.9 MB, above the cache's 4 MB floor
+    bc.clear_buffer_cache()
+    y = attn(x, (80, 80))
+    assert bc.get_buffer_cache().nbytes() == 0  # autograd on: plain Linear
+    with torch.no_grad():
+        y1 = attn(x, (80, 80))
+        assert bc.get_buffer_cache().nbytes() == 6400 * 192 * 4
+        y2 = attn(x, (80, 80))  # the buffer is reused: same result
+        ref = attn.forward_reference(x, (80, 80))
+    torch.testing.assert_close(y1, y.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y2, y1, rtol=0, atol=0)
+    torch.testing.assert_close(y1, ref, rtol=0, atol=1e-5)
+    bc.clear_buffer_cache()

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...ops import backend as _backend
+from .buffer_cache import cached_linear
 from ...ops.geometry import NUM_SAMPLES
 from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
@@ -52,7 +53,8 @@ def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor
     nh, d = module.num_heads, module.head_dims
     drop = module.attn_drop if (module.training and module.attn_drop.p > 0) else None
     exporting = torch.onnx.is_in_onnx_export()
-    qkv = module.qkv(x)  # (B, N, 3C), autocast may make it low precision
+    # (B, N, 3C), autocast may make it low precision; without autograd it reuses one buffer (no fresh pages)
+    qkv = cached_linear(module.qkv, x, 'dgmn2_attention.qkv')
     with torch.autocast(device_type=x.device.type, enabled=False):
         # walks and sampling in fp32 (or the input dtype when it is wider)
         cdtype = torch.promote_types(qkv.dtype, torch.float32)

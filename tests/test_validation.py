@@ -208,3 +208,16 @@ def test_train_tool_names_the_empty_annotation_file(tmp_path):
     assert proc.returncode != 0
     assert f"annotation file '{tmp_path}/ann.json' is empty (0 bytes)" in proc.stderr
     assert 'JSONDecodeError' not in proc.stderr
+
+
+def test_dit_uses_the_shared_helpers():
+    from dgmn_mm.models.backbones.dit import DiT
+    tiny = dict(depths=(1, 0, 1, 1), embed_dims=(8, 16, 16, 16), num_heads=(1, 1, 2, 2), sr_ratios=(4, 2, 1, 1),
+                mlp_ratios=(1, 1, 1, 1))
+    assert DiT(arch=tiny, out_indices=(3, -4)).out_indices == (3, 0)  # DiT returns maps in the given order
+    with pytest.raises(ValueError, match=r"arch: unknown DiT arch 'b9'; choose from \['b1', 'b2'"):
+        DiT(arch='b9')
+    with pytest.raises(ValueError, match=r"arch\['sr_ratios'\] must hold integers >= 1"):
+        DiT(arch={**tiny, 'sr_ratios': (4, 2, 0, 1)})
+    with pytest.raises(ValueError, match=r'out_indices names a stage twice'):
+        DiT(arch=tiny, out_indices=(0, -4))

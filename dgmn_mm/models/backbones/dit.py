@@ -32,6 +32,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from ...registry import MODELS
+from ..utils.arch import normalize_out_indices, parse_arch
 
 GATE_MODES = ('learned', 'static', 'open', 'random', 'attention')
 
@@ -730,14 +731,7 @@ class DiT(BaseModule):
         self.arch_settings = self._parse_arch(arch)
         s = self.arch_settings
         dims, depths = s['embed_dims'], s['depths']
-        if isinstance(out_indices, int):
-            out_indices = (out_indices, )
-        if not isinstance(out_indices, (list, tuple)) or any(
-                isinstance(i, bool) or not isinstance(i, int) for i in out_indices):
-            raise ValueError(f'out_indices must be an int or a sequence of ints in [-4, 3], got {out_indices!r}')
-        out_indices = tuple(i % self.num_rows if -self.num_rows <= i < self.num_rows else i for i in out_indices)
-        if not out_indices or any(not 0 <= i < self.num_rows for i in out_indices):
-            raise ValueError(f'out_indices must be in [-4, 3], got {out_indices}')
+        out_indices = normalize_out_indices(out_indices, self.num_rows, sort=False)  # the given order is kept
         self.out_indices = out_indices
         self.embed_dims = dims
         self.band, self.num_columns = band, num_columns
@@ -786,24 +780,12 @@ class DiT(BaseModule):
 
     @classmethod
     def _parse_arch(cls, arch) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(f'unknown DiT arch {arch!r}; choose from {sorted(cls.arch_zoo)} or pass a dict')
-            return {**cls.default_widths, **cls.arch_zoo[key]}
-        if isinstance(arch, dict):
-            keys = ('depths', 'embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios')
-            missing = set(keys) - set(arch)
-            if missing:
-                raise ValueError(f'arch dict is missing {sorted(missing)}')
-            if any(len(arch[k]) != cls.num_rows for k in keys):
-                raise ValueError(f'every entry of the arch dict must have {cls.num_rows} values')
-            out = {k: tuple(arch[k]) for k in keys}
-            for k in ('depths', 'embed_dims', 'num_heads', 'sr_ratios'):
-                for v in out[k]:
-                    _check_int(f'arch[{k!r}]', v, 0 if k == 'depths' else 1)
-            return out
-        raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        out = parse_arch(arch, cls.arch_zoo, ('depths', 'embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios'),
+                         cls.num_rows, defaults=cls.default_widths,
+                         positive_int_keys=('embed_dims', 'num_heads', 'sr_ratios'), model='DiT')
+        for v in out['depths']:  # a node may have no block
+            _check_int("arch['depths']", v, 0)
+        return out
 
     def _min_input_size(self) -> int:
         """The smallest H (and W) for which every row's map is at least its spatial-reduction kernel."""

@@ -8,8 +8,12 @@ the torch that is installed, so torch must be importable at build time::
 
 Environment variables:
 
-* ``DGMN_MM_EXT_NATIVE=1``: compile with ``-march=native`` (faster on the build machine, not portable).
-  The default flags are portable.
+* By default, on x86-64, three builds of the same source are made: ``_sampled_attention_cpp`` with
+  portable flags, ``_sampled_attention_cpp_avx2`` (``-march=x86-64-v3``) and ``_sampled_attention_cpp_avx512``
+  (``-march=x86-64-v4``); at run time the best one the CPU runs is loaded, by torch's report of the CPU
+  capability (``dgmn_mm.ops.backend``).
+* ``DGMN_MM_EXT_NATIVE=1``: compile the portable build with ``-march=native`` instead (fastest on the build
+  machine, not portable).
 * ``DGMN_MM_BUILD_EXT=0``: install without the kernel (the attention then runs its pure-PyTorch backend,
   same results, slower on CPU).
 """
@@ -20,6 +24,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 EXT_NAME = 'dgmn_mm.ops._sampled_attention_cpp'
+# (module suffix, -march) of the x86-64 builds, see dgmn_mm.ops.backend
+X86_VARIANTS = (('avx2', 'x86-64-v3'), ('avx512', 'x86-64-v4'))
 EXT_SOURCES = ['dgmn_mm/ops/csrc/sampled_attention.cpp']
 
 
@@ -34,11 +40,15 @@ def ext_setup_kwargs() -> dict:
             f'dgmn_mm: torch is not importable at build time ({e}). The C++ kernel is compiled against the '
             'installed torch: install torch first, then run pip with --no-build-isolation, e.g. '
             '`pip install --no-build-isolation .` (or set DGMN_MM_BUILD_EXT=0 to install without the kernel).')
-    cflags = ['-O3', '-fopenmp', '-ffp-contract=off', '-std=c++20']
-    if os.environ.get('DGMN_MM_EXT_NATIVE', '0') == '1':
-        cflags.append('-march=native')
-    ext = CppExtension(EXT_NAME, EXT_SOURCES, extra_compile_args=cflags, extra_link_args=['-fopenmp'])
-    return dict(ext_modules=[ext], cmdclass={'build_ext': BuildExtension})
+    import platform
+    cflags = ['-O3', '-g0', '-fopenmp', '-ffp-contract=off', '-std=c++20']
+    native = os.environ.get('DGMN_MM_EXT_NATIVE', '0') == '1'
+    exts = [CppExtension(EXT_NAME, EXT_SOURCES, extra_compile_args=cflags + (['-march=native'] if native else []),
+                         extra_link_args=['-fopenmp'])]
+    if not native and platform.machine().lower() in ('x86_64', 'amd64'):
+        exts += [CppExtension(f'{EXT_NAME}_{suffix}', EXT_SOURCES, extra_compile_args=cflags + [f'-march={march}'],
+                              extra_link_args=['-fopenmp']) for suffix, march in X86_VARIANTS]
+    return dict(ext_modules=exts, cmdclass={'build_ext': BuildExtension})
 
 
 MIM_ITEMS = ('configs', 'tools', 'model-index.yml')

@@ -149,7 +149,9 @@ def test_forced_cpp_on_cuda_tensors_is_an_error(fresh_backends):
 def test_missing_kernel_forced_is_an_error_automatic_warns_once(fresh_backends):
     """Hide the compiled module (a real ImportError): forcing 'cpp' raises, the automatic choice runs the
     PyTorch backend with exactly one warning that names the import error and how to build."""
-    fresh_backends.setitem(sys.modules, 'dgmn_mm.ops._sampled_attention_cpp', None)
+    for name in ('dgmn_mm.ops._sampled_attention_cpp', 'dgmn_mm.ops._sampled_attention_cpp_avx2',
+                 'dgmn_mm.ops._sampled_attention_cpp_avx512'):
+        fresh_backends.setitem(sys.modules, name, None)
     qkv, walk, pos = inputs(1, 4, 5, 2, 4)
     fresh_backends.setenv(ob.ENV_VAR, 'cpp')
     with pytest.raises(ob.BackendUnavailableError, match='_sampled_attention_cpp'):

@@ -40,7 +40,15 @@ def _load(name: str):
         return None
     try:
         if name == 'cpp':
-            mod = importlib.import_module('dgmn_mm.ops._sampled_attention_cpp')
+            mod = None
+            for suffix in _cpu_variants():  # x86-64-v4 / v3 builds of the same source, when built
+                try:
+                    mod = importlib.import_module(f'dgmn_mm.ops._sampled_attention_cpp_{suffix}')
+                    break
+                except ImportError:
+                    mod = None
+            if mod is None:
+                mod = importlib.import_module('dgmn_mm.ops._sampled_attention_cpp')
         elif name == 'triton':
             mod = importlib.import_module('dgmn_mm.ops.triton')
             for fn in ('sampled_attention_fwd', 'sampled_attention_bwd'):
@@ -53,6 +61,16 @@ def _load(name: str):
         return None
     _modules[name] = mod
     return mod
+
+
+def _cpu_variants():
+    """Suffixes of the kernel builds this CPU runs, best first (torch's CPU capability report)."""
+    try:
+        import torch
+        cap = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        return ()
+    return {'AVX512': ('avx512', 'avx2'), 'AVX2': ('avx2', )}.get(cap, ())
 
 
 def load_extension():

@@ -22,13 +22,17 @@ writing a graph that is only right at the traced size.
 
 ``--verify`` runs the file with onnxruntime (CPU) at the export shape and, with ``--dynamic``, at the
 ``--verify-shapes`` (default: two other sizes, one of them odd), prints the largest absolute difference to
-PyTorch for each and exits with status 1 when one exceeds ``--tolerance``.
+PyTorch for each and exits with status 1 when one exceeds ``--tolerance``. Without ``--verify`` a
+``--dynamic`` export is still checked at one other (odd) size and removed with an error if it differs (measured:
+mmseg's FPN head exported with dynamic sizes differs by 0.04-0.1 at other sizes; export segmentors
+statically).
 """
 import argparse
 import contextlib
 import copy
 import functools
 import logging
+import os
 import os.path as osp
 import sys
 import time
@@ -248,7 +252,16 @@ def main(argv=None) -> int:
     export(module, args.shape, out, args.dynamic, args.opset)
     print(f'exported {module.kind} ({type(model).__name__}) to {out} in {time.time() - t0:.1f} s '
           f"(opset {args.opset}, {'dynamic batch/height/width' if args.dynamic else 'static shape'})")
-    if not args.verify:
+    if not args.verify and not args.dynamic:
+        return 0
+    if not args.verify:  # a dynamic graph is only kept if it is right at another size
+        (shp, diff), = verify(module, out, default_verify_shapes(args.shape)[1:], args.batch_size)
+        if diff > args.tolerance:
+            os.remove(out)
+            raise RuntimeError(f'the dynamic export differs from PyTorch by {diff:.3g} at {shp} (tolerance '
+                               f'{args.tolerance:g}): some part of the model is not size-generic; export without '
+                               '--dynamic at the size you deploy. File removed.')
+        print(f'dynamic check {shp}: max abs diff {diff:.3g} (ok)')
         return 0
     shapes = [tuple(args.shape)]
     if args.dynamic:

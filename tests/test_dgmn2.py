@@ -72,7 +72,7 @@ def test_sample_nodes_rejects_bad_walk_shape():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# RelPos == the closed form of spec sec. 5
+# RelPos == the closed form of the official rel_to_abs trick
 # ---------------------------------------------------------------------------------------------------------
 def linear_resize_rows(t, length):
     """1-D linear resize along the rows, align_corners=False (what the official bilinear call does)."""

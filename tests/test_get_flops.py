@@ -1,4 +1,4 @@
-"""tools/analysis_tools/get_flops.py: the paper's Table 6 and the DGMN2-specific counts (issue 3, item 2)."""
+"""tools/analysis_tools/get_flops.py: the paper's Table 6 and the DGMN2-specific counts."""
 import importlib.util
 import os.path as osp
 

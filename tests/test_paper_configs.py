@@ -1,4 +1,4 @@
-"""The downstream configs of the paper (issue 3, items 1 and 6).
+"""The downstream configs of the paper.
 
 - every config in ``configs/`` builds, and the models of the paper's tables have the paper's parameter
   count (within 2 % for RetinaNet, Mask R-CNN and Semantic FPN, 5 % for Deformable DETR, Sparse R-CNN and
@@ -27,7 +27,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p.split(os.sep))
 
-# the paper's parameter counts (M) and the allowed relative difference (issue 3, item 1)
+# the paper's parameter counts (M) and the allowed relative difference
 _T6, _T7, _T8, _T9, _T10, _T11 = 'Table 6', 'Table 7', 'Table 8', 'Table 9', 'Table 10', 'Table 11'
 SIZES = ('tiny', 'small', 'medium', 'large')
 PAPER_PARAMS = {}
@@ -86,7 +86,7 @@ def count_params(model):
 
 
 def test_paper_table_covers_the_issue_configs():
-    """Every config named in issue 3 exists (the lead's classifiers aside, which may come later)."""
+    """Every paper config of the tables above exists."""
     have = {rel(p) for p in CONFIGS}
     missing = sorted(k for k in PAPER_PARAMS if not k.startswith('mmpretrain/') and k not in have)
     assert not missing, missing

@@ -305,7 +305,6 @@ class DGMN2Block(nn.Module):
                 and not torch.jit.is_tracing()  # jit FLOP counters / TorchScript see the plain ops
                 and x.is_contiguous() and x.dtype == self.norm2.weight.dtype)
 
-
     def _forward_inference(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
         y = self.attn(self.norm1(x), hw_shape)
         y = (y.clone() if y.data_ptr() == x.data_ptr() else y.contiguous()).add_(x)  # x + attn(LN(x))
@@ -576,7 +575,7 @@ class DGMN2(BaseModule):
 
 
 def _init_weights(m: nn.Module):
-    """Spec sec. 7: every Linear trunc_normal(std=.02, bounds +-2) with zero bias; LayerNorm 1/0; convs,
+    """As the official ``_init_weights`` (github fudan-zvg/DGMN2, ``classification/dgmn2.py``): every Linear trunc_normal(std=.02, bounds +-2) with zero bias; LayerNorm 1/0; convs,
     BN and the RelPos tables keep their construction-time init (the tables ``randn * d^-0.5``)."""
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=.02)

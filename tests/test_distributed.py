@@ -92,7 +92,7 @@ def _worker(rank, world, port, out, norm_type):
 
 
 def _two_processes(tmp_path, norm_type):
-    ctx, port, out = mp.get_context('fork'), _free_port(), str(tmp_path / f'{norm_type}')
+    ctx, port, out = mp.get_context('spawn'), _free_port(), str(tmp_path / f'{norm_type}')
     procs = [ctx.Process(target=_worker, args=(r, 2, port, out, norm_type)) for r in range(2)]
     for p in procs:
         p.start()
@@ -276,7 +276,7 @@ def _tiny_batch_worker(rank, world, port, out):
 def test_sync_bn_batch_of_one_per_process(tmp_path):
     """The min-size check counts a synchronised BN's values over all processes: 2 x (1 image of 32 px) trains
     (a 1x1 last map holds 2 values per channel in all), and equals 1 process with both images and BN."""
-    ctx, port, out = mp.get_context('fork'), _free_port(), str(tmp_path / 'tiny')
+    ctx, port, out = mp.get_context('spawn'), _free_port(), str(tmp_path / 'tiny')
     procs = [ctx.Process(target=_tiny_batch_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()

@@ -12,7 +12,7 @@ class outside the list) is still refused. Never set ``TORCH_FORCE_NO_WEIGHTS_ONL
 ``weights_only=False`` to work around a checkpoint you did not write yourself.
 
 What is allowed, and why (measured on checkpoints written by the mmpretrain, mmdet and mmseg runners,
-see ``tests/test_engine.py``):
+see ``tests/test_engine/test_engine_setup.py``):
 
 - ``mmengine.logging.history_buffer.HistoryBuffer``: the values in ``message_hub.log_scalars``;
 - ``builtins.getattr``, but only as :func:`history_buffer_method`, a stand-in that returns nothing but

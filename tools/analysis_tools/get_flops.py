@@ -30,7 +30,7 @@ with these DGMN2 handles:
   with the same totals as this tool. For the per-category breakdown this tool switches every
   ``DGMN2Attention`` to its ``'reference'`` path while counting (same parameters and arithmetic, separate
   ``grid_sample`` / ``einsum`` ops per category; restored afterwards). The counts agree with the closed
-  forms of ``dgmn_mm.ops.attention`` (which count 2 x MACs) - see ``tests/test_get_flops.py``.
+  forms of ``dgmn_mm.ops.attention`` (which count 2 x MACs) - see ``tests/test_tools/test_get_flops.py``.
 
 Two totals are printed:
 

@@ -44,7 +44,7 @@ optim_wrapper = dict(
 # timm's cosine scheduler as the official trainer steps it: once per epoch, lr(e) = 1e-6 + e (1e-3 - 1e-6) / 5
 # for the 5 warm-up epochs, then 1e-5 + (1e-3 - 1e-5) (1 + cos(pi e / 300)) / 2 (the cosine phase counts
 # from epoch 0, through the warm-up). mmengine chains the two schedulers over epochs 0-5: from epoch 5 on the
-# lr is timm's within 0.001 % of the peak lr, in the warm-up within 0.04 % (tests/test_official_recipes.py).
+# lr is timm's within 0.001 % of the peak lr, in the warm-up within 0.04 % (tests/test_configs/test_official_recipes.py).
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=6),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0, end=300),

@@ -19,7 +19,7 @@ from dgmn_mm.models.backbones.dit import DiT, DiTBlock, DWConvFFN, RoutingGate
 from dgmn_mm.models.dit_models import DiTBudgetLoss
 from dgmn_mm.registry import MODELS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TINY = dict(depths=(1, 2, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), sr_ratios=(4, 2, 2, 1),
             mlp_ratios=(2, 2, 2, 2))
 PAPER_PARAMS = {'b1': 30.3, 'b2': 55.9, 'b3': 86.3, 'b4': 126.0, 'b5': 158.0}  # M, with a 1000-class head

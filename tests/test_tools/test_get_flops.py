@@ -8,7 +8,7 @@ import torch
 import dgmn_mm  # noqa: F401
 from dgmn_mm.models.backbones.dgmn2 import DGMN2
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _load_tool(name):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DET_DEMO = ROOT / 'configs/mmdet/demo/mask-rcnn_dgmn2-tiny_fpn_synthetic.py'
 SEG_DEMO = ROOT / 'configs/mmseg/demo/fpn_dgmn2-tiny_synthetic.py'
 CLS_DEMO = ROOT / 'configs/mmpretrain/demo/dgmn2-tiny_synthetic.py'

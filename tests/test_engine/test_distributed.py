@@ -26,9 +26,9 @@ import torch.nn as nn
 from dgmn_mm.engine import GlooSyncBatchNorm, convert_to_gloo_sync_bn
 from dgmn_mm.models.backbones.dgmn2 import DGMN2
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(REPO, 'tools')
-CONFIG = osp.join(REPO, 'tests', 'configs', 'dgmn2_tiny_cls_syncbn.py')
+CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'dgmn2_tiny_cls_syncbn.py')
 TINY = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 32, 64), num_heads=(1, 1, 1, 2), mlp_ratios=(2, 2, 2, 2))
 B, STEPS = 2, 3
 

@@ -24,7 +24,7 @@ from dgmn_mm.engine import (DeviceAgnosticDDP, convert_syncbn_cfg, detect_codeba
                             init_process_group, safe_globals, setup_distributed,
                             unsafe_globals_in_checkpoint)
 
-CONFIGS = osp.join(osp.dirname(osp.abspath(__file__)), 'configs')
+CONFIGS = osp.join(osp.dirname(osp.abspath(__file__)), '..', 'data', 'configs')
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dgmn_mm.models.layers.sampled_attention import sampled_attention_torch  # n
 from dgmn_mm.ops.triton import sampled_attention as tsa  # noqa: E402
 from dgmn_mm.ops.triton import sampled_attention_bwd, sampled_attention_fwd  # noqa: E402
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _cpp():

@@ -1,4 +1,4 @@
-# A tiny mmseg FCN with a DGMN2 backbone (tests/test_engine.py writes real mmseg checkpoints with it).
+# A tiny mmseg FCN with a DGMN2 backbone (tests/test_engine/test_engine_setup.py writes real mmseg checkpoints with it).
 # Data: img/ and ann/ folders of .png files the test writes; point `data_root` at them with cfg options.
 default_scope = 'mmseg'
 custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)

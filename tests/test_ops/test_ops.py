@@ -23,7 +23,7 @@ from dgmn_mm.models.backbones.dgmn2 import DGMN2, DGMN2Attention
 from dgmn_mm.ops import backend as ob
 from dgmn_mm.ops import attention as S
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAS_CPP = ob.load_extension() is not None
 CPU_BACKENDS = ['torch'] + (['cpp'] if HAS_CPP else [])
 

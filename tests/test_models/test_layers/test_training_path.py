@@ -137,7 +137,7 @@ def test_benchmark_attention_train_mode(tmp_path):
     import os
     import subprocess
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     out = tmp_path / 'bench'
     cmd = [sys.executable, os.path.join(repo, 'tools', 'analysis_tools', 'benchmark_attention.py'), '--mode',
            'train', '--batch', '2', '--sizes', '32x48', '--impls', 'reference,fast,pvtv2-sra', '--runs', '1',
@@ -160,7 +160,7 @@ def test_benchmark_models_quick(tmp_path):
     import os
     import subprocess
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     cmd = [sys.executable, os.path.join(repo, 'tools', 'analysis_tools', 'benchmark_models.py'), '--quick',
            '--models', 'retinanet', '--threads', '1', '--out', str(tmp_path)]
     res = subprocess.run(cmd, check=True, cwd=repo, timeout=900, capture_output=True, text=True)
@@ -176,7 +176,7 @@ def test_benchmark_models_configs_pair_up():
     """The PVTv2-b1 twin of each model keeps the DGMN2 model's neck and heads; only the backbone differs."""
     import importlib.util
     import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools', 'analysis_tools',
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), 'tools', 'analysis_tools',
                         'benchmark_models.py')
     spec = importlib.util.spec_from_file_location('benchmark_models_under_test', path)
     bm = importlib.util.module_from_spec(spec)

@@ -14,7 +14,7 @@ from dgmn_mm import demo_data as synthetic
 from dgmn_mm.demo_data import (CITYSCAPES_BACKGROUND_IDS, CITYSCAPES_SHAPE_IDS, COLOURS, SHAPES,
                                         draw_scene, make_demo_data, mask_to_rle, polygon_area, rle_to_mask)
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL = dict(coco_train=6, coco_val=3, cityscapes_train=3, cityscapes_val=2, imagenet_train=3, imagenet_val=2)
 
 

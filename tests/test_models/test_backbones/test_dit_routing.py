@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dgmn_mm.models.backbones.dit import DiT, DiTOutputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 PAPER_PARAMS = {'b1': 30.3, 'b2': 55.9, 'b3': 86.3, 'b4': 126.0, 'b5': 158.0}  # M, Table 1 (1000-class head)
 PAPER_GFLOPS = {'b1': 2.0, 'b2': 3.8, 'b3': 6.8, 'b4': 9.9, 'b5': 10.3}  # Table 1, averages with learned gates
 FULLY_GFLOPS = {'b2': 15.6}  # Table 6: every gate open (the only size the paper gives)

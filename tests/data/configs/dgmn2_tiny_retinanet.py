@@ -1,4 +1,4 @@
-# A tiny mmdet RetinaNet with a DGMN2 backbone (tests/test_engine.py writes real mmdet checkpoints with it).
+# A tiny mmdet RetinaNet with a DGMN2 backbone (tests/test_engine/test_engine_setup.py writes real mmdet checkpoints with it).
 # Data: a COCO-style json + image folder the test writes; point `data_root` at it with cfg options.
 default_scope = 'mmdet'
 custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)

@@ -18,7 +18,7 @@ import torch
 import dgmn_mm  # noqa: F401
 from dgmn_mm.models.backbones.dgmn2 import DGMN2
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, 'tools', 'deployment', 'pytorch2onnx.py')
 
 

@@ -220,9 +220,9 @@ def test_missing_last_checkpoint_file_resumes_from_newest(tmp_path, reference):
 def test_every_config_uses_the_atomic_hook():
     """Every shipped config (and the test configs) saves checkpoints with AtomicCheckpointHook."""
     from mmengine.config import Config
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
     paths = []
-    for folder in ('configs', osp.join('tests', 'configs')):
+    for folder in ('configs', osp.join('tests', 'data', 'configs')):
         for dirpath, _, names in os.walk(osp.join(root, folder)):
             if osp.basename(dirpath) != '_base_':
                 paths += [osp.join(dirpath, n) for n in names if n.endswith('.py')]
@@ -272,8 +272,8 @@ def test_train_tool_killed_mid_save_resumes_exactly(tmp_path):
 
     import cv2
     import numpy as np
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    config = osp.join(root, 'tests', 'configs', 'dgmn2_tiny_cls_syncbn.py')
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    config = osp.join(root, 'tests', 'data', 'configs', 'dgmn2_tiny_cls_syncbn.py')
     data = tmp_path / 'data'
     rng = np.random.default_rng(0)
     for split in ('train', 'val'):

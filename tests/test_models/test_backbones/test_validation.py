@@ -125,7 +125,7 @@ def test_dgmn2_inference_any_size_and_bad_shapes():
 # --- data checks before training ----------------------------------------------------------------------------
 def _coco_cfg(root, **dataset):
     from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tests', 'configs',
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))), 'tests', 'data', 'configs',
                                    'dgmn2_tiny_retinanet.py'))
     cfg.train_dataloader.dataset.data_root = str(root)
     cfg.train_dataloader.dataset.update(dataset)
@@ -198,10 +198,10 @@ def test_train_tool_names_the_empty_annotation_file(tmp_path):
     """End to end: tools/train.py stops before building anything, naming the 0-byte file."""
     import subprocess
     import sys
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    root = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
     (tmp_path / 'ann.json').write_bytes(b'')
     proc = subprocess.run(
-        [sys.executable, osp.join(root, 'tools', 'train.py'), osp.join(root, 'tests', 'configs',
+        [sys.executable, osp.join(root, 'tools', 'train.py'), osp.join(root, 'tests', 'data', 'configs',
                                                                        'dgmn2_tiny_retinanet.py'),
          '--work-dir', str(tmp_path / 'work'), '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path}'],
         capture_output=True, text=True, timeout=600, env={**__import__('os').environ, 'OMP_NUM_THREADS': '1'})

@@ -7,7 +7,7 @@
 - one training step and one predict on tiny inputs (64 x 64, DGMN2-Tiny, BN instead of SyncBN, fewer
   proposals), with the overrides given as ``--cfg-options``-style dotted keys, for one config of each kind.
 
-``python tests/test_paper_configs.py`` prints the model-zoo table (our params beside the paper's).
+``python tests/test_configs/test_paper_configs.py`` prints the model-zoo table (our params beside the paper's).
 """
 import contextlib
 import glob
@@ -23,7 +23,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 import dgmn_mm  # noqa: F401
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(p for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p.split(os.sep))
 
@@ -206,7 +206,7 @@ def test_train_step_and_predict_on_tiny_inputs(name):
 
 
 # --------------------------------------------------------------------------------------------------------
-# python tests/test_paper_configs.py -> the params table of the README (model zoo)
+# python tests/test_configs/test_paper_configs.py -> the params table of the README (model zoo)
 # --------------------------------------------------------------------------------------------------------
 def params_table():
     rows = ['| config | paper table | paper params (M) | ours (M) | diff | tolerance |',

@@ -1,6 +1,6 @@
 """tools/: train.py -> test.py on its checkpoint -> dist_train.sh (2 gloo ranks on CPU) resuming from it.
 
-The runs use ``tests/configs/dgmn2_tiny_cls_syncbn.py`` (an mmpretrain classifier with a tiny DGMN2, SyncBN
+The runs use ``tests/data/configs/dgmn2_tiny_cls_syncbn.py`` (an mmpretrain classifier with a tiny DGMN2, SyncBN
 and ``dist_cfg.backend='nccl'`` on purpose) on a folder of random 32 x 32 images written into tmp_path.
 """
 import argparse
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(REPO, 'tools')
-CONFIG = osp.join(REPO, 'tests', 'configs', 'dgmn2_tiny_cls_syncbn.py')
+CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'dgmn2_tiny_cls_syncbn.py')
 TIMEOUT = 600
 
 

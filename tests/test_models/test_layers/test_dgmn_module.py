@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 from dgmn_mm.models.layers.dgmn import DGMN, dgmn_complexity
 from dgmn_mm.registry import MODELS
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 

@@ -1,4 +1,4 @@
-# A tiny mmpretrain classifier with a DGMN2 backbone for the tool tests (tests/test_tools.py).
+# A tiny mmpretrain classifier with a DGMN2 backbone for the tool tests (tests/test_tools/test_train_test_tools.py).
 # `SyncBN` and `dist_cfg.backend='nccl'` are on purpose: on a CPU-only machine the tools must turn them
 # into BN and gloo. The data roots are placeholders: the tests point them at a random image folder with
 # --cfg-options train_dataloader.dataset.data_root=... (same for val/test).

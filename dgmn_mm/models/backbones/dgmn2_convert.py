@@ -84,7 +84,10 @@ def load_checkpoint_file(path: str):
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path}: is empty')
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        # only what is not registered yet: leaving the context removes its entries from torch's allow-list,
+        # which would drop the process-wide ones of dgmn_mm.engine.register_safe_globals
+        registered = set(torch.serialization.get_safe_globals())
+        with torch.serialization.safe_globals([g for g in _safe_globals() if g not in registered]):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         m = re.search(r'GLOBAL ([\w.]+)', str(e))

@@ -331,3 +331,15 @@ def test_pickled_exploit_is_a_real_exploit(tmp_path):
     marker = tmp_path / 'ran'
     pickle.loads(pickle.dumps(_Exploit(marker)))
     assert marker.exists()
+
+
+def test_loading_a_file_keeps_the_process_allow_list(tmp_path):
+    """Reading a checkpoint must not drop the allow-list that ``import dgmn_mm`` registered (torch's
+    ``safe_globals`` context removes its entries on exit, also those registered before it)."""
+    from dgmn_mm.models.backbones.dgmn2_convert import load_checkpoint_file
+    before = set(torch.serialization.get_safe_globals())
+    assert before, 'import dgmn_mm registers the mmengine/numpy allow-list'
+    path = tmp_path / 'w.pth'
+    torch.save({'state_dict': {'w': torch.zeros(2)}}, path)
+    load_checkpoint_file(str(path))
+    assert set(torch.serialization.get_safe_globals()) == before

@@ -88,7 +88,7 @@ def test_fp32_matches_torch_and_cpp(B, H, W, nh, d):
         assert _max_err(gpos, c_gpos) <= 1e-5
 
 
-@pytest.mark.skipif(_cpp() is None, reason='the C++ kernel is not built')
+@pytest.mark.cpp_kernel  # skipped with the import error when the kernel is not built
 def test_integer_walks_match_cpp_exactly():
     """Zero and integer walks put the samples exactly on pixels, where the walk gradient is one-sided: the
     kernel must floor the very same positions as the C++ kernel (same float steps, IEEE division)."""

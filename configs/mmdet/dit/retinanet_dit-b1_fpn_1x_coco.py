@@ -4,27 +4,8 @@
 # The budget loss keeps the classification ratio mu of the all-open FLOPs [R]; lambda_C ramps over the
 # first 5% of the 12 x 7330 iterations.
 _base_ = [
-    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    '../_base_/models/retinanet_dit-b1_fpn.py',  # DiT-B1 in mmdet's RetinaNet R-50-FPN + budget loss
     'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
-    'mmdet::_base_/default_runtime.py',
+    '../_base_/schedules/adamw_1x.py',  # mmdet's 1x with AdamW lr 1e-4 wd 1e-4
+    '../_base_/default_runtime.py',  # mmdet's runtime, imports dgmn_mm, crash-safe checkpoints
 ]
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
-
-model = dict(
-    type='DiTRetinaNet',  # RetinaNet + loss_budget (Eqs. 6-7)
-    budget_loss=dict(type='DiTBudgetLoss', mu=0.253, loss_weight=2.0, warmup_iters=4398),
-    backbone=dict(
-        _delete_=True,
-        type='DiT',
-        arch='b1',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/dit-b1_in1k.pth', prefix='backbone.')),
-    neck=dict(in_channels=[64, 128, 320, 512]))
-
-optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, weight_decay=0.0001))
-
-# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -128,7 +128,8 @@ class RoutingGate(nn.Module):
 
     def _top_k(self, score: Tensor) -> Tensor:
         """Routes the ``round(fixed_keep · N)`` highest scores of each image. score: (B, N) -> (B, N)."""
-        k = int(round(self.fixed_keep * score.shape[-1]))
+        # a Python int even under jit tracing (where sizes are 0-dim tensors, which ``round`` refuses)
+        k = int(round(float(self.fixed_keep) * int(score.shape[-1])))
         g = torch.zeros_like(score)
         if k > 0:
             g.scatter_(-1, score.topk(k, dim=-1).indices, 1.)

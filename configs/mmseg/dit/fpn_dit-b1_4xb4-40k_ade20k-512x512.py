@@ -6,10 +6,9 @@
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
     'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_40k.py',
+    '../_base_/default_runtime.py',  # mmseg's runtime, imports dgmn_mm
+    '../_base_/schedules/adamw_40k.py',  # 40k iterations, AdamW lr 1e-4 wd 1e-4, poly 0.9, crash-safe checkpoints
 ]
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 model = dict(
@@ -28,12 +27,3 @@ model = dict(
     decode_head=dict(num_classes=150))
 
 train_dataloader = dict(batch_size=4)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.0001),
-    clip_grad=None)
-param_scheduler = [dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False)]
-
-# crash-safe checkpoints (atomic save, old checkpoints deleted last); interval/max_keep_ckpts from the base
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -1,4 +1,5 @@
-# Comparison row of paper Table 2, "+ Non-local": mmseg's own config, unchanged.
+# Comparison row of paper Table 2, "+ Non-local": mmseg's own config, model and recipe unchanged
+# (see README.md in this folder for why it is here).
 _base_ = ['mmseg::nonlocal_net/nonlocal_r101-d8_4xb2-40k_cityscapes-769x769.py']
 custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 

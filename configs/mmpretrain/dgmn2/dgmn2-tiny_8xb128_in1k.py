@@ -2,11 +2,10 @@
 # 8 GPUs x 128 images.
 # Paper Table 6: 12.1M params, 2.3 GFLOPs, 78.7 top-1.
 _base_ = [
-    'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',  # RandAugment m9 mstd0.5, erasing 0.25,
-    'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',  # bicubic, test 256 -> crop 224
-    'mmpretrain::_base_/default_runtime.py',
+    '../_base_/datasets/imagenet_bs128_swin_224.py',  # RandAugment m9 mstd0.5, erasing 0.25, bicubic, 128/GPU
+    '../_base_/schedules/imagenet_bs1024_adamw_deit.py',  # AdamW lr 1e-3 wd 0.05, 300 epochs
+    '../_base_/default_runtime.py',  # imports dgmn_mm, crash-safe checkpoints
 ]
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 
 model = dict(
     type='ImageClassifier',
@@ -27,21 +26,15 @@ model = dict(
 )
 
 # 8 GPUs x 128 images, repeated augmentation as in the official trainer
-train_dataloader = dict(batch_size=128, sampler=dict(type='RepeatAugSampler', shuffle=True))
-val_dataloader = dict(batch_size=128)
-test_dataloader = val_dataloader
+train_dataloader = dict(sampler=dict(type='RepeatAugSampler', shuffle=True))
 
-# AdamW lr 5e-4 x 1024 / 512 = 1e-3, wd 0.05, no decay on norms and biases (1-D parameters); the RelPos
-# tables are 2-D and do get weight decay, as in the official trainer. No gradient clipping.
-# The official trainer runs in mixed precision (torch.cuda.amp autocast + dynamic loss scaling): train with
-# `tools/dist_train.sh CONFIG 8 --amp` for that (mmengine's AmpOptimWrapper needs a GPU, so the config itself
-# stays fp32 and also runs on a CPU).
-optim_wrapper = dict(
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0, _delete_=True),
-    clip_grad=None,
-)
-# timm's cosine scheduler as the official trainer steps it: once per epoch, lr(e) = 1e-6 + e (1e-3 - 1e-6) / 5
+# Optimizer of the base: AdamW lr 5e-4 x 1024 / 512 = 1e-3, wd 0.05, no decay on norms and biases (1-D
+# parameters); the RelPos tables are 2-D and do get weight decay, as in the official trainer. No gradient
+# clipping. The official trainer runs in mixed precision (torch.cuda.amp autocast + dynamic loss scaling):
+# train with `tools/dist_train.sh CONFIG 8 --amp` for that (mmengine's AmpOptimWrapper needs a GPU, so the
+# config itself stays fp32 and also runs on a CPU).
+
+# Instead of the base's DeiT schedule, timm's cosine scheduler as the official trainer steps it: once per epoch, lr(e) = 1e-6 + e (1e-3 - 1e-6) / 5
 # for the 5 warm-up epochs, then 1e-5 + (1e-3 - 1e-5) (1 + cos(pi e / 300)) / 2 (the cosine phase counts
 # from epoch 0, through the warm-up). mmengine chains the two schedulers over epochs 0-5: from epoch 5 on the
 # lr is timm's within 0.001 % of the peak lr, in the warm-up within 0.04 % (tests/test_configs/test_official_recipes.py).
@@ -49,10 +42,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=6),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0, end=300),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=300, val_interval=1)
 
 # The official trainer runs epochs 0-99 without stochastic depth and switches it on at epoch 100.
 custom_hooks = [dict(type='DropPathScheduleHook', start_epoch=100)]
-
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3, save_best='auto'))
-auto_scale_lr = dict(base_batch_size=1024)

@@ -9,23 +9,27 @@ and mmseg scopes alike.
 Import policy. dgmn_mm needs only torch, mmengine and mmcv; mmdet, mmsegmentation and mmpretrain are
 optional extras (``pip install "dgmn_mm[mmdet]"``, ``[mmseg]``, ``[mmpretrain]``, ``[all]``). The
 backbones, layers and necks never import a codebase. Pieces that subclass a codebase's class (the
-DGMN head on mmseg's ``FCNHead``; the DiT models on ``ImageClassifier`` / ``RetinaNet`` / ``MaskRCNN`` /
-``EncoderDecoder``) are registered only when their codebase is importable (:func:`codebase_available`);
-when it is not, :func:`register_missing` puts a placeholder under the same name whose build raises an
-``ImportError`` naming the extra to install, so a config that needs a missing codebase fails with that
-message rather than with ``KeyError: ... is not in the model registry``.
+DGMN and official SETR heads on mmseg's ``FCNHead`` / ``BaseDecodeHead``; the DiT models on
+``ImageClassifier`` / ``RetinaNet`` / ``MaskRCNN`` / ``EncoderDecoder``) are registered with
+:func:`register_lazy`: when their codebase is importable (:func:`codebase_available`, which does not import
+it) the registry holds a small factory that imports the codebase on the first build, so ``import dgmn_mm``
+imports none of mmdet, mmseg and mmpretrain's models; when it is not, :func:`register_missing` puts a
+placeholder under the same name whose build raises an ``ImportError`` naming the extra to install, so a
+config that needs a missing codebase fails with that message rather than with
+``KeyError: ... is not in the model registry``.
 
 Every dgmn_mm module registers through the aliases below, never through a codebase's own registry.
 """
 import importlib
 import importlib.util
 import sys
+from typing import Callable
 
 from mmengine.registry import DATASETS, HOOKS, MODEL_WRAPPERS, MODELS, TRANSFORMS
 
 __all__ = [
     'MODELS', 'DATASETS', 'TRANSFORMS', 'HOOKS', 'MODEL_WRAPPERS', 'CODEBASES', 'codebase_available',
-    'require_codebase', 'register_missing'
+    'require_codebase', 'register_missing', 'register_lazy'
 ]
 
 #: import name -> (PyPI distribution, dgmn_mm extra)
@@ -78,4 +82,30 @@ def register_missing(name: str, codebase: str, registry=MODELS) -> None:
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f'Placeholder: {message}.'
+    registry.register_module(name=name, module=build, force=True)
+
+
+def register_lazy(name: str, codebase: str, load: Callable[[], type], registry=MODELS) -> None:
+    """Register ``name`` for a class built on ``codebase`` without importing the codebase now.
+
+    Args:
+        name (str): the registered name (the ``type`` of a config).
+        codebase (str): 'mmdet', 'mmseg' or 'mmpretrain'.
+        load (Callable[[], type]): imports the class (and so the codebase) and returns it; called on the
+            first build.
+        registry: where to register. Defaults to mmengine's root ``MODELS``.
+
+    When ``codebase`` is importable the registry holds a factory ``build_<name>(**kwargs) ->
+    load()(**kwargs)``; a module that registers the real class under the same name with ``force=True``
+    replaces the factory once it is imported. Otherwise a :func:`register_missing` placeholder.
+    """
+    if not codebase_available(codebase):
+        register_missing(name, codebase, registry)
+        return
+
+    def build(*args, **kwargs):
+        return load()(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = f'build_{name}'
+    build.__doc__ = f'Builds ``{name}`` (imports {codebase} on first use).'
     registry.register_module(name=name, module=build, force=True)

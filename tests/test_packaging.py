@@ -57,7 +57,26 @@ def test_import_with_mmseg_only():
     lines = run_blocked(['mmdet', 'mmpretrain'], ['DiTRetinaNet'])
     assert 'SHAPE (1, 512, 2, 2)' in lines
     assert any(line.startswith('ERROR DiTRetinaNet') and 'dgmn_mm[mmdet]' in line for line in lines)
-    assert 'LOADED mmseg' in lines  # the DGMN head (an FCNHead) is registered
+    assert 'LOADED ' in lines  # the DGMN head is registered lazily: mmseg is imported on its first build
+
+
+def test_import_does_not_load_the_codebases():
+    """With all three installed, ``import dgmn_mm`` imports none of mmdet, mmseg and mmpretrain's models
+    (mmpretrain's model hub, ``mmpretrain.apis``, only learns the model index); building a lazily registered
+    head imports mmseg."""
+    code = (
+        'import sys, dgmn_mm\n'
+        'from mmengine.registry import MODELS\n'
+        'print("BEFORE", sorted(k for k in sys.modules if k.split(".")[0] in ("mmdet", "mmseg") or '
+        'k.startswith("mmpretrain.models")))\n'
+        'head = MODELS.build(dict(type="DGMNHead", in_channels=8, channels=32, num_classes=3, dilations=(1, 2)))\n'
+        'print("AFTER", "mmseg.models" in sys.modules, type(head).__name__)\n')
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert 'BEFORE []' in lines and 'AFTER True DGMNHead' in lines, res.stdout
 
 
 def test_real_classes_when_installed():
@@ -65,8 +84,33 @@ def test_real_classes_when_installed():
     import dgmn_mm  # noqa: F401
     from mmengine.registry import MODELS
     from mmseg.models.decode_heads import FCNHead
-    head_cls = MODELS.get('DGMNHead')
-    assert isinstance(head_cls, type) and issubclass(head_cls, FCNHead)
+
+    from dgmn_mm.models.decode_heads import DGMNHead, OfficialSETRMLAHead, OfficialSETRUpHead
+    assert issubclass(DGMNHead, FCNHead)
+    # once the module is imported, the registry holds the classes themselves (they replace the factories)
+    assert MODELS.get('DGMNHead') is DGMNHead
+    assert MODELS.get('OfficialSETRUpHead') is OfficialSETRUpHead
+    assert MODELS.get('OfficialSETRMLAHead') is OfficialSETRMLAHead
+    head = MODELS.build(dict(type='DGMNHead', in_channels=8, channels=32, num_classes=3, dilations=(1, 2)))
+    assert type(head) is DGMNHead
+
+
+def test_register_lazy_factory_and_placeholder():
+    from mmengine.registry import Registry
+
+    from dgmn_mm.registry import register_lazy
+    registry = Registry('lazy test')
+    calls = []
+
+    def load():
+        calls.append(1)
+        return dict
+
+    register_lazy('LazyThing', 'mmseg', load, registry)
+    assert calls == []  # nothing is loaded when registering
+    assert registry.build(dict(type='LazyThing', a=1)) == {'a': 1} and calls == [1]
+    with pytest.raises(ValueError, match='codebase must be one of'):
+        register_lazy('Other', 'mmsegmentation', load, registry)
 
 
 def test_codebase_available_rejects_unknown_names():

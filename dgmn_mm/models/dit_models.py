@@ -26,7 +26,8 @@ dict(type='DiT', arch='b1'), ...)``.
 
 The subclasses are made lazily (on first build, or on first attribute access of this module: pickling works)
 so that ``import dgmn_mm`` does not import mmpretrain, mmdet or mmseg. The registry holds a small factory
-function under each name; ``type(model).__name__`` is the class name above and ``isinstance(model,
+function under each name (:func:`dgmn_mm.registry.register_lazy`; a placeholder naming the extra when the
+codebase is not installed); ``type(model).__name__`` is the class name above and ``isinstance(model,
 RetinaNet)`` holds.
 """
 import importlib
@@ -36,7 +37,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..registry import MODELS
+from ..registry import MODELS, register_lazy
 
 
 @MODELS.register_module()
@@ -161,14 +162,7 @@ def __getattr__(name: str):  # PEP 562: ``dit_models.DiTRetinaNet`` (and unpickl
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
-def _register_factory(name: str):
-    def build(**kwargs):
-        return _get_class(name)(**kwargs)
-
-    build.__name__ = build.__qualname__ = f'build_{name}'
-    build.__doc__ = f'Builds :class:`{name}` (imports the upstream codebase on first use).'
-    MODELS.register_module(name=name, module=build)
-
-
-for _name in _UPSTREAM:
-    _register_factory(_name)
+for _name, (_module, _) in _UPSTREAM.items():
+    # a factory that makes the class on first build, or a placeholder naming the extra without the codebase
+    register_lazy(_name, _module.split('.')[0], lambda _name=_name: _get_class(_name))
+del _name, _module

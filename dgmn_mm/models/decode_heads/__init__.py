@@ -1,13 +1,28 @@
-"""Decode heads. :class:`DGMNHead` subclasses mmseg's ``FCNHead``: registered only when mmsegmentation is
-installed (otherwise a placeholder asks for ``pip install "dgmn_mm[mmseg]"``, see :mod:`dgmn_mm.registry`)."""
-from ...registry import codebase_available, register_missing
+"""Decode heads on mmseg's classes: :class:`DGMNHead` (an ``FCNHead``) and the official SETR heads (on
+``BaseDecodeHead``). They are registered lazily (:func:`dgmn_mm.registry.register_lazy`): ``import dgmn_mm``
+does not import mmseg; the first build of ``type='DGMNHead'`` (or an attribute access such as
+``from dgmn_mm.models.decode_heads import DGMNHead``) does. Without mmsegmentation a placeholder asks for
+``pip install "dgmn_mm[mmseg]"``."""
+import importlib
 
-__all__ = []
+from ...registry import register_lazy
 
-if codebase_available('mmseg'):
-    from .dgmn_head import DGMNHead  # noqa: F401
-    from .setr_official_heads import OfficialSETRMLAHead, OfficialSETRUpHead  # noqa: F401
-    __all__ += ['DGMNHead', 'OfficialSETRUpHead', 'OfficialSETRMLAHead']
-else:
-    for _name in ('DGMNHead', 'OfficialSETRUpHead', 'OfficialSETRMLAHead'):
-        register_missing(_name, 'mmseg')
+#: registered name -> module of this package that defines it
+_HEADS = {
+    'DGMNHead': 'dgmn_head',
+    'OfficialSETRUpHead': 'setr_official_heads',
+    'OfficialSETRMLAHead': 'setr_official_heads',
+}
+
+__all__ = list(_HEADS)
+
+
+def __getattr__(name: str):  # PEP 562: the classes are imported (with mmseg) on first access
+    if name in _HEADS:
+        return getattr(importlib.import_module(f'.{_HEADS[name]}', __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+for _name in _HEADS:
+    register_lazy(_name, 'mmseg', lambda _name=_name: __getattr__(_name))
+del _name

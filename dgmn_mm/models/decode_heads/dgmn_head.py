@@ -16,7 +16,7 @@ from ...registry import MODELS
 from ..layers.dgmn import DGMN, check_dgmn_args
 
 
-@MODELS.register_module()
+@MODELS.register_module(force=True)  # replaces the lazy factory of decode_heads/__init__.py
 class DGMNHead(FCNHead):
     """FCN head with a :class:`~dgmn_mm.models.layers.dgmn.DGMN` module on the ``channels``-wide feature.
 

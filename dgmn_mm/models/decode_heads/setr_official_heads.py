@@ -34,7 +34,7 @@ def _size(img_size):
     return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
 
 
-@MODELS.register_module()
+@MODELS.register_module(force=True)  # replaces the lazy factory of decode_heads/__init__.py
 class OfficialSETRUpHead(BaseDecodeHead):
     """Official DGMN2 SETR-Naive (``num_convs=0``) / SETR-PUP (``num_convs=3``) head.
 
@@ -104,7 +104,7 @@ class MLABranches(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-@MODELS.register_module()
+@MODELS.register_module(force=True)  # replaces the lazy factory of decode_heads/__init__.py
 class OfficialSETRMLAHead(BaseDecodeHead):
     """Official DGMN2 SETR-MLA head (``VIT_MLAHead``) on the four stage maps (strides 4, 8, 8, 8).
 

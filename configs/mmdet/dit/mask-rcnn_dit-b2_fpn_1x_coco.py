@@ -6,5 +6,4 @@ model = dict(
     budget_loss=dict(mu=0.244),
     backbone=dict(
         arch='b2',
-        drop_path_rate=0.1,
         init_cfg=dict(checkpoint='pretrained/dit-b2_in1k.pth')))

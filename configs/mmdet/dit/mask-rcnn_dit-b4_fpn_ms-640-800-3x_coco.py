@@ -5,5 +5,4 @@ _base_ = './mask-rcnn_dit-b2_fpn_ms-640-800-3x_coco.py'
 model = dict(
     backbone=dict(
         arch='b4',
-        drop_path_rate=0.1,
         init_cfg=dict(checkpoint='pretrained/dit-b4_in1k.pth')))

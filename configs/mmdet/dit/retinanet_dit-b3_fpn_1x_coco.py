@@ -6,5 +6,4 @@ model = dict(
     budget_loss=dict(mu=0.244),
     backbone=dict(
         arch='b3',
-        drop_path_rate=0.1,
         init_cfg=dict(checkpoint='pretrained/dit-b3_in1k.pth')))

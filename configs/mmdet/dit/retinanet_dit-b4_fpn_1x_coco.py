@@ -6,5 +6,4 @@ model = dict(
     budget_loss=dict(mu=0.244),
     backbone=dict(
         arch='b4',
-        drop_path_rate=0.1,
         init_cfg=dict(checkpoint='pretrained/dit-b4_in1k.pth')))

@@ -2,28 +2,19 @@
 # 8 GPUs x 128 images.
 # Paper Table 6: 12.1M params, 2.3 GFLOPs, 78.7 top-1.
 _base_ = [
+    '../_base_/models/deit-head_512_in1k.py',  # GAP + linear head, label smoothing 0.1, Mixup / CutMix
     '../_base_/datasets/imagenet_bs128_swin_224.py',  # RandAugment m9 mstd0.5, erasing 0.25, bicubic, 128/GPU
     '../_base_/schedules/imagenet_bs1024_adamw_deit.py',  # AdamW lr 1e-3 wd 0.05, 300 epochs
     '../_base_/default_runtime.py',  # imports dgmn_mm, crash-safe checkpoints
 ]
 
 model = dict(
-    type='ImageClassifier',
     backbone=dict(
         type='DGMN2',
         arch='tiny',
         out_indices=(3, ),
         drop_path_rate=0.1,
-        norm_cfg=dict(type='BN')),  # per-GPU BN in the patch embeddings: the official trainer has no SyncBN
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=512,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        init_cfg=dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)),
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
-)
+        norm_cfg=dict(type='BN')))  # per-GPU BN in the patch embeddings: the official trainer has no SyncBN
 
 # 8 GPUs x 128 images, repeated augmentation as in the official trainer
 train_dataloader = dict(sampler=dict(type='RepeatAugSampler', shuffle=True))

@@ -4,6 +4,7 @@
 # Paper Table 1: 30.3M params, 2.0 GFLOPs, 79.9 top-1. Ours: 30.28M params; 7.89 GFLOPs with every gate open,
 # so mu = 2.0 / 7.89 = 0.253 (the budget is relative to the all-open FLOPs, see docs/dit.md).
 _base_ = [
+    '../_base_/models/deit-head_512_in1k.py',  # GAP + linear head, label smoothing 0.1, Mixup / CutMix
     '../_base_/datasets/imagenet_bs128_swin_224.py',  # RandAugment m9 mstd0.5, erasing 0.25, 128/GPU
     '../_base_/schedules/imagenet_bs1024_adamw_deit.py',  # AdamW lr 1e-3 wd 0.05, 5 + 295 epochs cosine
     '../_base_/default_runtime.py',  # imports dgmn_mm, crash-safe checkpoints
@@ -23,13 +24,4 @@ model = dict(
         drop_path_rate=0.1,
         row_gate='learned',
         col_gate='learned',
-        gate_momentum=0.999),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=512,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        init_cfg=dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)),
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
-)
+        gate_momentum=0.999))

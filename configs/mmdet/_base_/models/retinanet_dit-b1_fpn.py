@@ -13,6 +13,6 @@ model = dict(
         type='DiT',
         arch='b1',
         out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
+        drop_path_rate=0.1,  # at every size: the B2-B4 configs keep it
         init_cfg=dict(type='Pretrained', checkpoint='pretrained/dit-b1_in1k.pth', prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 320, 512]))

@@ -1,116 +1,23 @@
-"""tools/analysis_tools/get_flops.py: the paper's Table 6 and the DGMN2-specific counts."""
-import importlib.util
+"""tools/analysis_tools/get_flops.py and benchmark.py: the command lines (the counting and timing they call
+are tested through dgmn_mm.analysis in tests/test_analysis)."""
 import os.path as osp
+import runpy
 
 import pytest
-import torch
-
-import dgmn_mm  # noqa: F401
-from dgmn_mm.models.backbones.dgmn2 import DGMN2
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def _load_tool(name):
+def _tool_main(name):
+    """The ``main`` of a command-line tool (its module run without ``__main__``)."""
     path = osp.join(REPO, 'tools', 'analysis_tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'dgmn_tool_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return runpy.run_path(path, run_name=f'dgmn_tool_{name}')['main']
 
 
-gf = _load_tool('get_flops')
-
-# an ImageNet classifier as in configs/mmpretrain (written here so that this test does not depend on them)
-CLS_CFG = """
-custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
-default_scope = 'mmpretrain'
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='DGMN2', arch='{arch}', out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(type='LinearClsHead', num_classes=1000, in_channels=512,
-              loss=dict(type='CrossEntropyLoss')))
-"""
+GET_FLOPS_MAIN = _tool_main('get_flops')
 
 
-@pytest.fixture(scope='module')
-def table6(tmp_path_factory):
-    """get_flops on the four ImageNet classifiers at 224 x 224 (the expensive part, done once)."""
-    out = {}
-    for arch in ('tiny', 'small', 'medium', 'large'):
-        cfg = tmp_path_factory.mktemp(arch) / f'dgmn2-{arch}_in1k.py'
-        cfg.write_text(CLS_CFG.format(arch=arch))
-        out[arch] = gf.get_flops(str(cfg))
-    return out
-
-
-@pytest.mark.parametrize('arch', ['tiny', 'small', 'medium', 'large'])
-def test_table6_within_5_percent(table6, arch):
-    res = table6[arch]
-    paper_params, paper_gflops = gf.PAPER_TABLE6[arch]
-    assert res['input_shape'] == (1, 3, 224, 224)
-    assert abs(res['params'] / 1e6 - paper_params) / paper_params < 0.01
-    # both totals reproduce Table 6 within 5 %
-    for key in ('impl', 'paper'):
-        assert abs(res[key] / 1e9 - paper_gflops) / paper_gflops < 0.05, (key, res[key])
-    # the paper convention reproduces fvcore on the official code (2.32 / 4.29 / 7.24 / 10.54) within 0.5 %
-    assert abs(res['paper'] / 1e9 - gf.FVCORE_OFFICIAL[arch]) / gf.FVCORE_OFFICIAL[arch] < 0.005
-
-
-def test_dgmn2_counts_are_analytic(table6):
-    """The DGMN2-specific parts equal their closed forms (DGMN2-Tiny at 224: 2 blocks per stage)."""
-    res = table6['tiny']
-    cats = res['categories']
-    K, d = 9, 64
-    # (N, heads) per stage at 224: 56^2 / 28^2 / 14^2 / 7^2 tokens, 1 / 2 / 5 / 8 heads, 2 blocks each
-    stages = [(56 * 56, 1, 56), (28 * 28, 2, 28), (14 * 14, 5, 14), (7 * 7, 8, 7)]
-    blocks = 2
-    ndh = sum(n * h * d for n, h, _ in stages) * blocks  # sum over blocks of N * heads * d
-    assert cats['messages'] == 2 * K * ndh  # q.k_j and sum_j a_j v_j
-    assert cats['relpos'] == 2 * K * ndh  # width and height terms, K rows each
-    assert cats['sampling'] == 2 * 4 * K * ndh  # keys and values, 4 bilinear corners
-    assert cats['walk'] == 2 * K * ndh  # Linear(d, 2K) per head
-    # the official RelPos multiplies with all L = S + 8 rows of both tables
-    official_relpos = sum(n * h * d * 2 * (s + K - 1) for n, h, s in stages) * blocks
-    assert res['relpos_official_extra'] == official_relpos - cats['relpos']
-    assert res['paper'] == res['impl'] - cats['sampling'] + res['relpos_official_extra']
-    assert sum(cats.values()) == res['impl']
-    # qkv + proj: 4 C^2 per token; FFN: 2 r C^2 per token
-    widths, ratios = (64, 128, 320, 512), (8, 8, 4, 4)
-    tokens = [n for n, _, _ in stages]
-    assert cats['qkv_proj'] == sum(4 * c * c * n for c, n in zip(widths, tokens)) * blocks
-    assert cats['ffn'] == sum(2 * r * c * c * n for c, r, n in zip(widths, ratios, tokens)) * blocks
-
-
-def test_attention_counts_match_the_closed_form_of_the_layer(table6):
-    """The traced counts equal ``dgmn2_attention_flops`` (which counts 2 x MACs) summed over all blocks."""
-    from dgmn_mm.models.layers.sampled_attention import dgmn2_attention_flops
-    cats = table6['tiny']['categories']
-    traced = sum(cats[k] for k in ('qkv_proj', 'walk', 'sampling', 'messages', 'relpos'))
-    closed = sum(2 * dgmn2_attention_flops(s * s, c, h, s, s)
-                 for s, c, h in ((56, 64, 1), (28, 128, 2), (14, 320, 5), (7, 512, 8)))
-    assert 2 * traced == closed
-
-
-def test_count_flops_on_a_bare_backbone_and_non_square_input():
-    model = DGMN2(arch='tiny', strides=(4, 2, 1, 1)).eval()
-    impl = model.stages[0].blocks[0].attn.attn_impl
-    x = torch.randn(1, 3, 64, 96)
-    res = gf.count_flops(model, x)
-    assert model.stages[0].blocks[0].attn.attn_impl == impl  # the fused path is restored after counting
-    assert res['params'] == sum(p.numel() for p in model.parameters())
-    cats = res['categories']
-    assert cats['rest'] == 0 and cats['sampling'] == 4 * cats['messages'] > 0
-    # stage maps 16x24, 8x12, 8x12, 8x12: RelPos and messages scale with the tokens of each stage
-    K, d = 9, 64
-    ndh = 2 * d * (16 * 24 * 1 + 8 * 12 * 2 + 8 * 12 * 5 + 8 * 12 * 8)
-    assert cats['messages'] == 2 * K * ndh
-    # RelPos: the same einsums, plus the small bilinear resizes of the tables (to W + 8 and H + 8 rows) and,
-    # for H != W, the official resize of the height term from (W, H) to (H, W)
-    assert 2 * K * ndh < cats['relpos'] < 1.1 * 2 * K * ndh
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize('config', [
     'configs/mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py',
     'configs/mmdet/dgmn2/deformable-detr_dgmn2-tiny_8xb2-50e_coco.py',
@@ -119,8 +26,8 @@ def test_count_flops_on_a_bare_backbone_and_non_square_input():
 def test_get_flops_cli_on_downstream_configs(config, capsys, tmp_path):
     """The tool runs on detectors and segmentors (small input) and prints params and FLOPs."""
     out_json = tmp_path / 'flops.json'
-    res = gf.main([osp.join(REPO, config), '--shape', '64', '96', '--no-pad', '--breakdown',
-                   '--cfg-options', 'model.backbone.norm_cfg.type=BN', '--json', str(out_json)])
+    res = GET_FLOPS_MAIN([osp.join(REPO, config), '--shape', '64', '96', '--no-pad', '--breakdown',
+                          '--cfg-options', 'model.backbone.norm_cfg.type=BN', '--json', str(out_json)])
     text = capsys.readouterr().out
     assert 'Params:' in text and 'FLOPs (impl, MACs)' in text and 'bilinear node sampling' in text
     assert res['input_shape'] == (1, 3, 64, 96)
@@ -129,22 +36,14 @@ def test_get_flops_cli_on_downstream_configs(config, capsys, tmp_path):
 
 
 def test_benchmark_tool_runs(capsys):
-    bm = _load_tool('benchmark')
-    res = bm.main([osp.join(REPO, 'configs/mmseg/dgmn2/setr-naive_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py'),
-                   '--shape', '64', '64', '--no-pad', '--warmup', '1', '--iters', '2', '--repeats', '3'])
+    config = osp.join(REPO, 'configs/mmseg/dgmn2/setr-naive_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py')
+    res = _tool_main('benchmark')([config, '--shape', '64', '64', '--no-pad', '--warmup', '1', '--iters', '2',
+                                   '--repeats', '3'])
     assert res['images_per_s'] > 0 and len(res['runs']) == 3
     assert 'images/s' in capsys.readouterr().out
 
 
-def test_mmengine_counts_the_fused_attention_like_this_tool(tmp_path):
-    """DGMN2-Tiny classifier at 224 with the default fused attention: mmengine's analyzer (as upstream
-    get_flops tools call it) gives this tool's impl total, 2.31 G, thanks to the dgmn_mm:: operator handles."""
-    from mmengine.analysis import get_model_complexity_info
-    cfg = tmp_path / 'dgmn2-tiny_in1k.py'
-    cfg.write_text(CLS_CFG.format(arch='tiny'))
-    model = gf.build_model(gf.load_config(str(cfg)))
-    x = torch.randn(1, 3, 224, 224)
-    ours = gf.count_flops(model, x, lambda t: model(t, mode='tensor'))['impl']
-    info = get_model_complexity_info(model, inputs=(x, ), show_table=False, show_arch=False)
-    assert info['flops'] == ours
-    assert abs(ours / 1e9 - 2.313) < 0.001
+def test_cli_refuses_a_bad_convention(capsys):
+    with pytest.raises(SystemExit):
+        GET_FLOPS_MAIN(['some_config.py', '--convention', 'fvcore'])
+    assert "invalid choice: 'fvcore'" in capsys.readouterr().err

@@ -34,166 +34,24 @@ All cases are timed in interleaved rounds (one step of every case per round, ``-
 the median over ``--runs`` rounds), so that drifts of a shared machine's speed hit every case alike.
 Outputs: a table on stdout and ``models_benchmark.csv`` in ``--out`` (columns
 ``model,backbone,mode,height,width,batch,ms_median,ms_min,ms_max,images_per_s``).
+The cases and the timing are :mod:`dgmn_mm.analysis.model_benchmark`.
 """
 import argparse
-import copy
 import csv
-import importlib.util
 import os
 import os.path as osp
-import statistics
 import sys
 import time
 
 import torch
 
-if __package__ in (None, ''):
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if osp.isdir(osp.join(_ROOT, 'dgmn_mm')):  # run from a source checkout: its dgmn_mm first
+    sys.path.insert(0, _ROOT)
 
-_spec = importlib.util.spec_from_file_location('dgmn_get_flops', osp.join(osp.dirname(osp.abspath(__file__)),
-                                                                           'get_flops.py'))
-gf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gf)
+from dgmn_mm.analysis.model_benchmark import CSV_COLUMNS, MODEL_NAMES, pairs_table, run_pairs  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-MODELS = ('retinanet', 'mask-rcnn', 'semantic-fpn')
-BACKBONES = ('dgmn2-tiny', 'pvtv2-b1')
-CONFIGS = {
-    'retinanet': 'configs/mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py',
-    'mask-rcnn': 'configs/mmdet/dgmn2/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py',
-    'semantic-fpn': 'configs/mmseg/dgmn2/fpn_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py',
-}
-PVTV2_B1 = dict(type='PyramidVisionTransformerV2', embed_dims=64, num_layers=[2, 2, 2, 2],
-                num_heads=[1, 2, 5, 8], sr_ratios=[8, 4, 2, 1], mlp_ratios=[8, 8, 4, 4], init_cfg=None)
-CSV_COLUMNS = ['model', 'backbone', 'mode', 'height', 'width', 'batch', 'ms_median', 'ms_min', 'ms_max',
-               'images_per_s']
-
-
-def load_cfg(model: str, backbone: str):
-    """The config of one (model, backbone) case."""
-    from mmengine.config import Config
-    if model == 'retinanet' and backbone == 'pvtv2-b1':
-        from mmengine.hub import get_config
-        cfg = get_config('mmdet::pvt/retinanet_pvtv2-b1_fpn_1x_coco.py')
-        cfg.model.backbone.init_cfg = None  # (the ImageNet weights are an URL; nothing is downloaded)
-        return cfg
-    cfg = Config.fromfile(osp.join(REPO, CONFIGS[model]))
-    if backbone == 'pvtv2-b1':
-        bb = copy.deepcopy(PVTV2_B1)
-        bb['drop_path_rate'] = cfg.model.backbone.get('drop_path_rate', 0.1)
-        if model == 'semantic-fpn':
-            bb['type'] = 'mmdet.PyramidVisionTransformerV2'
-        cfg.model.backbone = bb
-    return cfg
-
-
-def build(model: str, backbone: str, device):
-    if model == 'semantic-fpn' and backbone == 'pvtv2-b1':
-        import mmdet.models  # noqa: F401  (registers PyramidVisionTransformerV2 in mmdet's scope)
-    torch.manual_seed(0)
-    net = gf.build_model(load_cfg(model, backbone)).to(device)
-    if backbone == 'dgmn2-tiny':
-        assert type(net.backbone).__name__ == 'DGMN2', type(net.backbone)
-    else:
-        assert type(net.backbone).__name__ == 'PyramidVisionTransformerV2', type(net.backbone)
-    return net
-
-
-def infer_step(net, shape, device, amp: bool):
-    inputs, forward = gf.make_inputs(net, shape, 1)
-    inputs = inputs.to(device)
-
-    def step():
-        net.eval()
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            forward(inputs)
-    return step
-
-
-def _seg_batch(shape, batch, num_classes=19):
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    h, w = shape
-    g = torch.Generator().manual_seed(0)
-    inputs, samples = [], []
-    for _ in range(batch):
-        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g))
-        s = SegDataSample()
-        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
-        samples.append(s)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def train_step(net, model: str, shape, batch: int, device):
-    """One ``train_step`` (preprocess, losses, backward, AdamW step) on a fixed synthetic batch."""
-    from mmengine.optim import OptimWrapper
-    if model == 'semantic-fpn':
-        data = _seg_batch(shape, batch)
-        net.data_preprocessor.size = tuple(shape)  # pad to the training shape, not the config's crop
-    else:
-        from mmdet.testing import demo_mm_inputs
-        data = demo_mm_inputs(batch, [(3, *shape)] * batch, num_items=[5] * batch, num_classes=80,
-                              with_mask=(model == 'mask-rcnn'))
-    optim = OptimWrapper(torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-4))
-
-    def step():
-        net.train()
-        net.train_step(copy.copy(data), optim)
-    return step
-
-
-def run(args):
-    device = torch.device(args.device)
-    import dgmn_mm  # noqa: F401
-    rows, cases = [], []
-    for model in args.models:
-        for backbone in BACKBONES:
-            net = build(model, backbone, device)
-            for mode in args.modes:
-                if mode == 'infer':
-                    shape = args.seg_infer_shape if model == 'semantic-fpn' else args.infer_shape
-                    fn, batch = infer_step(net, shape, device, args.amp), 1
-                else:
-                    shape, batch = args.train_shape, args.train_batch
-                    fn = train_step(net, model, shape, batch, device)
-                row = dict(model=model, backbone=backbone, mode=mode + ('-bf16' if args.amp and mode == 'infer'
-                                                                         else ''),
-                           height=shape[0], width=shape[1], batch=batch)
-                rows.append(row)
-                cases.append((row, fn, []))
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    for rnd in range(args.warmup + args.runs):
-        for row, fn, times in cases:
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if rnd >= args.warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-        print(f'  round {rnd + 1}/{args.warmup + args.runs} done ({os.getloadavg()[0]:.1f} load)', flush=True)
-    for row, _, times in cases:
-        row.update(ms_median=statistics.median(times), ms_min=min(times), ms_max=max(times))
-        row['images_per_s'] = row['batch'] * 1e3 / row['ms_median']
-    return rows
-
-
-def table(rows) -> str:
-    lines = ['| model | mode | input (batch) | DGMN2-Tiny | PVTv2-b1 | DGMN2 speed-up |', '|---|---|---|---|---|---|']
-    for model in MODELS:
-        for mode in sorted({r['mode'] for r in rows}):
-            pair = {r['backbone']: r for r in rows if r['model'] == model and r['mode'] == mode}
-            if len(pair) != 2:
-                continue
-            d, p = pair['dgmn2-tiny'], pair['pvtv2-b1']
-
-            def fmt(r):
-                if mode.startswith('infer'):
-                    return f"{r['images_per_s']:.3f} img/s ({r['ms_median']:.0f} ms)"
-                return f"{r['ms_median'] / 1e3:.2f} s/iter"
-            lines.append(f"| {model} | {mode} | {d['height']}x{d['width']} ({d['batch']}) | {fmt(d)} | {fmt(p)} | "
-                         f"{p['ms_median'] / d['ms_median']:.2f}x |")
-    return '\n'.join(lines)
+__all__ = ['parse_args', 'main']
 
 
 def _shape(text):
@@ -207,7 +65,7 @@ def _shape(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--models', default=','.join(MODELS), help=f'comma list of {MODELS}')
+    p.add_argument('--models', default=','.join(MODEL_NAMES), help=f'comma list of {MODEL_NAMES}')
     p.add_argument('--modes', default='infer,train', help='comma list of infer, train')
     p.add_argument('--infer-shape', type=_shape, default=(800, 1333), help='detectors, HxW (default 800x1333)')
     p.add_argument('--seg-infer-shape', type=_shape, default=(769, 769), help='Semantic FPN, HxW (769x769)')
@@ -223,9 +81,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(',') if m.strip()]
     args.modes = [m.strip() for m in args.modes.split(',') if m.strip()]
-    bad = [m for m in args.models if m not in MODELS]
+    bad = [m for m in args.models if m not in MODEL_NAMES]
     if bad or not args.models:
-        p.error(f'--models must be a comma list of {MODELS}, got {bad or args.models}')
+        p.error(f'--models must be a comma list of {MODEL_NAMES}, got {bad or args.models}')
     if not args.modes or any(m not in ('infer', 'train') for m in args.modes):
         p.error(f"--modes must be a comma list of ('infer', 'train'), got {args.modes}")
     if args.train_batch < 1 or args.runs < 1 or args.warmup < 0:
@@ -241,7 +99,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    rows = run(args)
+    rows = run_pairs(args.models, args.modes, args.infer_shape, args.seg_infer_shape, args.train_shape,
+                     args.train_batch, args.runs, args.warmup, args.amp, args.device)
     os.makedirs(args.out, exist_ok=True)
     path = osp.join(args.out, 'models_benchmark.csv')
     with open(path, 'w', newline='') as f:
@@ -249,7 +108,7 @@ def main(argv=None):
         w.writeheader()
         for r in rows:
             w.writerow({k: (f'{v:.4f}' if isinstance(v, float) else v) for k, v in r.items()})
-    print(table(rows))
+    print(pairs_table(rows))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}, median of {args.runs} '
           f'rounds after {args.warmup}, load average at the end {os.getloadavg()}, {time.time() - t0:.0f} s')
     print(f'wrote {path}')

@@ -8,10 +8,11 @@ Every config of a family folder (``configs/{mmpretrain,mmdet,mmseg}/{dgmn2,dgmn,
 included, ``_base_`` and ``demo`` excluded) becomes one model entry:
 
 - ``Name``: the config's file name without ``.py``; ``In Collection``: the family; ``Config``: its path.
-- ``Metadata``: ``Parameters`` and ``FLOPs`` measured with ``tools/analysis_tools/get_flops.py`` (the
-  ``impl`` count: multiply-accumulates of this implementation, random input of the tool's default size:
-  224 x 224 for classifiers, 800 x 1333 for detectors, 769 x 769 for segmentors, padded as the data
-  preprocessor pads; the input size is recorded as ``FLOPs Input``), plus ``Training Data``.
+- ``Metadata``: ``Parameters`` and ``FLOPs`` measured with ``tools/analysis_tools/get_flops.py``
+  (:func:`dgmn_mm.analysis.get_flops`; the ``impl`` count: multiply-accumulates of this implementation,
+  random input of the tool's default size: 224 x 224 for classifiers, 800 x 1333 for detectors, 769 x 769
+  for segmentors, padded as the data preprocessor pads; the input size is recorded as ``FLOPs Input``),
+  plus ``Training Data``.
 - ``Results``: the numbers **reported by the papers** (TPAMI 2022 Tables 2-11 and the official DGMN2
   README; the DiT paper's Tables 1, 4-8), with ``Results Source`` naming the table. Nothing here was trained.
 - ``Weights`` and ``Converted From``: the official DGMN2 download links where the official repository
@@ -36,7 +37,6 @@ from collections import OrderedDict
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 
 CACHE = osp.join(ROOT, 'tools', 'misc', 'metafile_stats.json')
 CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
@@ -200,19 +200,31 @@ def training_data(codebase, path):
 
 
 # ------------------------------------------------------------------------------------------------------
-# Measurement (get_flops.py), with the cache
+# Measurement (dgmn_mm.analysis, as tools/analysis_tools/get_flops.py), with the cache
 # ------------------------------------------------------------------------------------------------------
+def model_keys(path):
+    """(key, legacy key) of a config: a hash of its merged ``model`` section.
+
+    The key hashes the section as JSON with sorted keys, so that moving blocks between ``_base_`` files
+    (which changes the order of the merged dict, not its content) keeps the cached measurements. The legacy
+    key (a hash of the section's ``repr``, order-dependent) is still accepted for entries written before."""
+    from dgmn_mm.analysis import load_config
+    model = load_config(osp.join(ROOT, path)).model
+    text = json.dumps(model.to_dict(), sort_keys=True, default=str)
+    legacy = model.__repr__()
+    return tuple(hashlib.sha256(t.encode()).hexdigest()[:16] for t in (text, legacy))
+
+
 def model_key(path):
-    from get_flops import load_config
-    cfg = load_config(osp.join(ROOT, path))
-    text = cfg.model.__repr__() if hasattr(cfg.model, '__repr__') else str(cfg.model)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return model_keys(path)[0]
 
 
 def measure(path, flops=True):
-    """{'params', 'flops', 'shape'} of a config, by tools/analysis_tools/get_flops.py."""
+    """{'params', 'flops', 'shape'} of a config, by :func:`dgmn_mm.analysis.get_flops` (the counter of
+    tools/analysis_tools/get_flops.py)."""
     import torch
-    from get_flops import build_model, get_flops, load_config
+
+    from dgmn_mm.analysis import build_model, get_flops, load_config
     if flops:
         try:
             res = get_flops(osp.join(ROOT, path))
@@ -240,8 +252,10 @@ def save_cache(cache):
 
 
 def stats_for(path, cache, flops=True, recompute=False):
-    key = model_key(path)
+    key, legacy = model_keys(path)
     hit = cache.get(path)
+    if hit and hit.get('key') == legacy:
+        hit['key'] = key
     if hit and hit.get('key') == key and not recompute and (
             hit.get('flops') is not None or not flops or hit.get('flops_failed')):
         return hit

@@ -8,7 +8,6 @@
 * mmengine's FlopAnalyzer counts the fused path like ``tools/analysis_tools/get_flops.py``;
 * ``python -m dgmn_mm.env``.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -261,12 +260,10 @@ def test_mmengine_flop_analyzer_counts_the_operators():
     assert not any(k.startswith('dgmn_mm::') or 'PythonOp' in k for k in fa.unsupported_ops())
     ops = fa.by_operator()
     assert ops['sampled_attention'] > 0 and ops['relpos_rows'] > 0
-    # the project's counter (tools/analysis_tools/get_flops.py, reference path with MAC einsum handles)
-    spec = importlib.util.spec_from_file_location('dgmn_tool_get_flops_ops',
-                                                  os.path.join(REPO, 'tools', 'analysis_tools', 'get_flops.py'))
-    gf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gf)
-    assert total == gf.count_flops(m, x)['impl']
+    # the project's counter (dgmn_mm.analysis, as tools/analysis_tools/get_flops.py: reference path with MAC
+    # einsum handles)
+    from dgmn_mm.analysis import count_flops
+    assert total == count_flops(m, x)['impl']
     assert all(mod.attn_impl == 'fast' for mod in m.modules() if isinstance(mod, DGMN2Attention))
     # sampling + messages: 10 K C MACs per token, RelPos: 2 K C per token (stage maps 16x24 ... 2x3)
     tokens = [(16 * 24, 64), (8 * 12, 128), (4 * 6, 320), (2 * 3, 512)]

@@ -10,19 +10,18 @@ predicted label maps, as in mmseg's own test.py). Checkpoints written by mmengin
 ``torch.load(weights_only=True)`` thanks to :mod:`dgmn_mm.engine.safe_load`.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # this checkout's dgmn_mm first
 
-from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import dgmn_mm  # noqa: E402,F401  (registers models, the safe-load allow-list and the CPU DDP wrapper)
-from dgmn_mm.engine import check_data_cfg, detect_codebase, init_codebase, setup_distributed  # noqa: E402
-from dgmn_mm.engine.launch import add_dump_metric, apply_seg_out_dir, apply_show, apply_tta  # noqa: E402
+from dgmn_mm.engine import check_data_cfg, setup_distributed  # noqa: E402
+from dgmn_mm.engine.launch import (add_dump_metric, add_launch_args, apply_seg_out_dir, apply_show,  # noqa: E402
+                                   apply_tta, load_tool_cfg, parse_launch_args)
 
 
 def parse_args(argv=None):
@@ -37,39 +36,17 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='directory where painted images will be saved. If specified, it '
                         'will be automatically saved to the work_dir/timestamp/show_dir')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be '
-        'merged into config file. If the value to be overwritten is a list, it should be like key="[a,b]" '
-        'or key=a,b It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" Note that the '
-        'quotation marks are necessary and that no white space is allowed.')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model, tta_pipeline)')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser)  # --cfg-options, --launcher, --local-rank
+    return parse_launch_args(parser, argv)
 
 
 def build_cfg(args):
     """(config with every flag applied, codebase name)."""
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    codebase = detect_codebase(cfg, args.config)
+    # config + --cfg-options, codebase registered, work_dir: CLI > config > ./work_dirs/<config name>
+    cfg, codebase = load_tool_cfg(args.config, args.cfg_options, args.work_dir)
     if args.out is not None and codebase != 'mmseg' and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl/.pickle file, got {args.out!r}')
-    init_codebase(cfg, codebase)
-
-    # work_dir: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-
     cfg.load_from = args.checkpoint
     cfg = apply_show(cfg, codebase, args.show, args.show_dir, args.wait_time)
     if args.tta:

@@ -7,19 +7,19 @@ Same flags as mmdet's ``tools/train.py``. Runs on 1 CPU, 1 GPU, or under a launc
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # this checkout's dgmn_mm first
 
 import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import dgmn_mm  # noqa: E402,F401  (registers models, the safe-load allow-list and the CPU DDP wrapper)
-from dgmn_mm.engine import check_data_cfg, detect_codebase, init_codebase, setup_distributed  # noqa: E402
+from dgmn_mm.engine import check_data_cfg, setup_distributed  # noqa: E402
+from dgmn_mm.engine.launch import add_launch_args, load_tool_cfg, parse_launch_args  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -33,34 +33,14 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='If specify checkpoint path, resume from it, while if not specify, try to auto resume from '
         'the latest checkpoint in the work directory.')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair in xxx=yyy format will be '
-        'merged into config file. If the value to be overwritten is a list, it should be like key="[a,b]" '
-        'or key=a,b It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" Note that the '
-        'quotation marks are necessary and that no white space is allowed.')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_args(parser)  # --cfg-options, --launcher, --local-rank
+    return parse_launch_args(parser, argv)
 
 
 def build_cfg(args) -> Config:
     """The config with every command-line flag applied, ready for ``Runner.from_cfg``."""
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    init_codebase(cfg, detect_codebase(cfg, args.config))
-
-    # work_dir: CLI > config > ./work_dirs/<config name>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    # config + --cfg-options, codebase registered, work_dir: CLI > config > ./work_dirs/<config name>
+    cfg, _ = load_tool_cfg(args.config, args.cfg_options, args.work_dir)
 
     if args.amp:
         if not torch.cuda.is_available():

@@ -4,19 +4,23 @@ A dgmn_mm config trains with mmpretrain, mmdet or mmseg. :func:`detect_codebase`
 config (its ``default_scope``, else the ``mmdet::``/``mmseg::``/``mmpretrain::`` prefixes of its bases) and
 :func:`init_codebase` runs that codebase's own ``register_all_modules(init_default_scope=True)``.
 The ``apply_*`` functions implement the tools' ``--show``/``--show-dir``, ``--tta`` and ``--out`` flags with
-each codebase's semantics.
+each codebase's semantics. :func:`add_launch_args` / :func:`parse_launch_args` hold the flags both tools take
+(as mmdet's ``tools/train.py`` and ``tools/test.py`` do: ``--cfg-options``, ``--launcher``, ``--local-rank``)
+and :func:`load_tool_cfg` their common first steps (config, overrides, codebase, work directory).
 """
+import argparse
+import os
 import os.path as osp
 import re
 import warnings
 from copy import deepcopy
 from types import SimpleNamespace
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 __all__ = ['CODEBASES', 'detect_codebase', 'init_codebase', 'apply_show', 'apply_tta', 'apply_seg_out_dir',
-           'add_dump_metric']
+           'add_dump_metric', 'add_launch_args', 'parse_launch_args', 'load_tool_cfg']
 
 CODEBASES = ('mmpretrain', 'mmdet', 'mmseg')
 _PREFIX = re.compile(r'\b(mmpretrain|mmdet|mmseg)::')
@@ -69,6 +73,52 @@ def init_codebase(cfg: Config, codebase: str) -> None:
     importlib.import_module(f'{codebase}.utils').register_all_modules(init_default_scope=True)
     if cfg.get('default_scope') is None:
         cfg.default_scope = codebase
+
+
+def add_launch_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--cfg-options``, ``--launcher`` and ``--local-rank`` (the flags of mmdet's train.py and test.py
+    that every dgmn_mm tool running a Runner takes) to ``parser``."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override some settings in the used config, the key-value pair in xxx=yyy format will be '
+        'merged into config file. If the value to be overwritten is a list, it should be like key="[a,b]" '
+        'or key=a,b It also allows nested list/tuple values, e.g. key="[(a,b),(c,d)]" Note that the '
+        'quotation marks are necessary and that no white space is allowed.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_launch_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None):
+    """``parser.parse_args(argv)``; ``LOCAL_RANK`` is set from ``--local-rank`` when the launcher did not set
+    it (as mmdet's tools do)."""
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_tool_cfg(config: str, cfg_options: Optional[dict] = None,
+                  work_dir: Optional[str] = None) -> Tuple[Config, str]:
+    """The first steps of ``tools/train.py`` and ``tools/test.py``: load ``config``, merge ``--cfg-options``,
+    find and initialise its codebase (:func:`detect_codebase`, :func:`init_codebase`) and set ``work_dir``
+    (the ``--work-dir`` flag, else the config's, else ``./work_dirs/<config name>``).
+
+    Returns:
+        tuple[Config, str]: the config and the codebase name.
+    """
+    cfg = Config.fromfile(config)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    codebase = detect_codebase(cfg, config)
+    init_codebase(cfg, codebase)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg, codebase
 
 
 def apply_show(cfg: Config, codebase: str, show: bool, show_dir: Optional[str], wait_time: float) -> Config:

@@ -35,3 +35,24 @@ def pytest_runtest_setup(item):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope='session')
+def make_image_folder():
+    """A function ``make(root, size)`` writing ImageNet-style folders ``root/{train,val}/{a,b}/<i>.png`` of
+    random ``size`` x ``size`` images (2 training and 1 validation image per class, numpy seed 0) for the
+    tools' runs (mmpretrain's ``CustomDataset`` reads them); returns ``str(root)``."""
+
+    def make(root, size):
+        import cv2
+        import numpy as np
+        rng = np.random.default_rng(0)
+        for split, per_class in (('train', 2), ('val', 1)):
+            for cls in ('a', 'b'):
+                os.makedirs(os.path.join(root, split, cls))
+                for i in range(per_class):
+                    cv2.imwrite(os.path.join(root, split, cls, f'{i}.png'),
+                                rng.integers(0, 256, (size, size, 3), np.uint8))
+        return str(root)
+
+    return make

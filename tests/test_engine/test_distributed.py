@@ -17,8 +17,6 @@ import socket
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -148,17 +146,10 @@ def test_gloo_sync_bn_without_process_group_is_bn():
 # the tools, for real (slow)
 # ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    """ImageNet-style folders {train,val}/{a,b}/*.png (4 training, 2 validation images). No space in this
-    path: mmengine's ``--cfg-options`` parser deletes spaces from values."""
-    root = tmp_path_factory.mktemp('data') / 'tiny'
-    rng = np.random.default_rng(0)
-    for split, per_class in (('train', 2), ('val', 1)):
-        for cls in ('a', 'b'):
-            os.makedirs(root / split / cls)
-            for i in range(per_class):
-                cv2.imwrite(str(root / split / cls / f'{i}.png'), rng.integers(0, 256, (40, 40, 3), np.uint8))
-    return str(root)
+def data_root(tmp_path_factory, make_image_folder):
+    """ImageNet-style folders {train,val}/{a,b}/*.png (4 training, 2 validation images of 40 x 40). No space
+    in this path: mmengine's ``--cfg-options`` parser deletes spaces from values."""
+    return make_image_folder(tmp_path_factory.mktemp('data') / 'tiny', 40)
 
 
 def _options(root, batch):

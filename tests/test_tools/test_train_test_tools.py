@@ -12,8 +12,6 @@ import socket
 import subprocess
 import sys
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
@@ -52,16 +50,9 @@ def _free_port():
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    """ImageNet-style folders {train,val}/{a,b}/*.png: 4 training and 2 validation images."""
-    root = tmp_path_factory.mktemp('folder')
-    rng = np.random.default_rng(0)
-    for split, per_class in (('train', 2), ('val', 1)):
-        for cls in ('a', 'b'):
-            os.makedirs(root / split / cls)
-            for i in range(per_class):
-                cv2.imwrite(str(root / split / cls / f'{i}.png'), rng.integers(0, 256, (32, 32, 3), np.uint8))
-    return str(root)
+def data_root(tmp_path_factory, make_image_folder):
+    """ImageNet-style folders {train,val}/{a,b}/*.png: 4 training and 2 validation images of 32 x 32."""
+    return make_image_folder(tmp_path_factory.mktemp('folder'), 32)
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,6 @@
 """DiT backbone: parameters, FLOPs counting, gates, straight-through gradients, sparse == dense,
-the budget loss, the loss-adding models, every config, and the tools.
+the budget loss, the loss-adding models, every config, and the routing picture (the hard-gate FLOP statistics
+and the skipping benchmark are tested through dgmn_mm.analysis in tests/test_analysis/test_analysis_dit.py).
 
 Behaviour tests use a tiny arch and small inputs; the paper-sized models are built on the ``meta`` device
 (no memory, no init cost) for parameter counts and config builds.
@@ -477,21 +478,3 @@ def test_visualize_routing_tool(tmp_path):
     with open(out, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert os.path.getsize(out) > 5000
-
-
-def test_flops_tool_averages_hard_gates():
-    tool = _load_tool('dit_flops')
-    model = DiT(arch=TINY).eval()
-    _set_half_open(model)
-    stats = tool.average_flops(model, (torch.randn(1, 3, 48, 48) for _ in range(3)))
-    assert stats['num_images'] == 3 and stats['min'] <= stats['mean'] <= stats['max'] < stats['dense']
-    assert stats['std'] > 0  # data dependent
-
-
-def test_benchmark_tool_runs():
-    tool = _load_tool('benchmark_dit_skipping')
-    rows = tool.benchmark(arch=TINY, size=64, fractions=(0.0, 0.9), runs=1, warmup=0)
-    assert rows[0]['skipped'] == 0.0 and 0.8 < rows[1]['skipped'] < 0.97
-    assert rows[1]['gflops'] < rows[0]['gflops'] == pytest.approx(rows[0]['dense_gflops'])
-    assert all(r['max_abs_diff'] < 1e-4 for r in rows)
-    assert '| 0.90 |' in tool.format_table(rows)

@@ -774,18 +774,15 @@ def test_resnet_builder_lives_in_backbones():
 
 
 def test_get_flops_prints_the_paper_convention():
-    """tools/analysis_tools/get_flops.py reports the DGMN modules in both conventions (small input here; at
-    769 x 769 the head map is 97 x 97 and the numbers are those of test_table2_increments_match_the_paper)."""
-    import importlib.util
-    path = os.path.join(REPO_ROOT, 'tools/analysis_tools/get_flops.py')
-    spec = importlib.util.spec_from_file_location('dgmn_tool_get_flops_h3', path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    """get_flops (dgmn_mm.analysis, the counter of tools/analysis_tools/get_flops.py) reports the DGMN modules in
+    both conventions (small input here; at 769 x 769 the head map is 97 x 97 and the numbers are those of
+    test_table2_increments_match_the_paper)."""
+    from dgmn_mm.analysis import format_result, get_flops
     cfg = os.path.join(REPO_ROOT, 'configs/mmseg/dgmn/dgmn-da-dw-ds_r101-d8_4xb2-40k_cityscapes-769x769.py')
-    res = tool.get_flops(cfg, (64, 64), pad=False)
+    res = get_flops(cfg, (64, 64), pad=False)
     _, model = _seg_model('dgmn-da-dw-ds_r101-d8_4xb2-40k_cityscapes-769x769.py')
     c = dgmn_complexity(model.decode_head.dgmn, (8, 8))
     assert res['dgmn'] == dict(modules=1, params=c['params'], flops=c['flops'], paper_flops=c['paper_flops'])
-    text = tool.format_result(res)
+    text = format_result(res)
     assert "paper (conv-weight multiply-adds only" in text and f"{c['paper_flops'] / 1e9:.3f} G" in text
     assert 'DGMN modules (1): 2.611 M params' in text

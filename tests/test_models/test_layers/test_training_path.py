@@ -172,26 +172,6 @@ def test_benchmark_models_quick(tmp_path):
     assert all(float(r['ms_median']) > 0 and r['model'] == 'retinanet' for r in rows)
 
 
-def test_benchmark_models_configs_pair_up():
-    """The PVTv2-b1 twin of each model keeps the DGMN2 model's neck and heads; only the backbone differs."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), 'tools', 'analysis_tools',
-                        'benchmark_models.py')
-    spec = importlib.util.spec_from_file_location('benchmark_models_under_test', path)
-    bm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bm)
-    for model in bm.MODELS:
-        d, p = bm.load_cfg(model, 'dgmn2-tiny'), bm.load_cfg(model, 'pvtv2-b1')
-        assert d.model.backbone.type == 'DGMN2' and p.model.backbone.type.endswith('PyramidVisionTransformerV2')
-        assert p.model.backbone.embed_dims == 64 and list(p.model.backbone.num_layers) == [2, 2, 2, 2]
-        assert p.model.backbone.get('init_cfg') is None
-        for key in ('neck', 'type'):
-            assert d.model[key] == p.model[key], (model, key)
-    with pytest.raises(SystemExit):
-        bm.parse_args(['--models', 'yolo'])
-
-
 def test_buffer_cache_linear_same_values_and_reuse():
     from dgmn_mm.models.layers import buffer_cache as bc
     torch.manual_seed(0)

@@ -71,17 +71,14 @@ def _train(model, xs, ys, rank=0, world=1):
     return torch.stack(losses)
 
 
-def _worker(rank, world, port, out, norm_type):
+def _gloo_worker(body, rank, world, port, out, *args):
+    """Process target: join a gloo group of ``world`` processes and save ``body(rank, world, *args)`` to
+    ``<out>.<rank>``; an exception goes to ``<out>.<rank>.err`` (exit code 3)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
     try:
         torch.set_num_threads(1)
         dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-        model = DDP(_Net(norm_type).train())
-        xs, ys = _data()
-        losses = _train(model, xs, ys, rank, world)
-        dist.all_reduce(losses)
-        torch.save(dict(losses=losses / world, state=model.module.state_dict()), f'{out}.{rank}')
+        torch.save(body(rank, world, *args), f'{out}.{rank}')
         dist.destroy_process_group()
     except BaseException as e:  # noqa: B036
         open(f'{out}.{rank}.err', 'w').write(repr(e))
@@ -89,9 +86,11 @@ def _worker(rank, world, port, out, norm_type):
     os._exit(0)
 
 
-def _two_processes(tmp_path, norm_type):
-    ctx, port, out = mp.get_context('spawn'), _free_port(), str(tmp_path / f'{norm_type}')
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, out, norm_type)) for r in range(2)]
+def _spawn_two(body, out, *args):
+    """``body(rank, 2, *args)`` in two spawned gloo processes: what each rank returned, or the test fails
+    with the workers' errors."""
+    ctx, port = mp.get_context('spawn'), _free_port()
+    procs = [ctx.Process(target=_gloo_worker, args=(body, r, 2, port, out, *args)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -99,6 +98,20 @@ def _two_processes(tmp_path, norm_type):
     errors = [open(f'{out}.{r}.err').read() for r in range(2) if osp.exists(f'{out}.{r}.err')]
     assert all(p.exitcode == 0 for p in procs), errors
     return [torch.load(f'{out}.{r}', weights_only=True) for r in range(2)]
+
+
+def _ddp_body(rank, world, norm_type):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    model = DDP(_Net(norm_type).train())
+    xs, ys = _data()
+    losses = _train(model, xs, ys, rank, world)
+    dist.all_reduce(losses)
+    return dict(losses=losses / world, state=model.module.state_dict())
+
+
+def _two_processes(tmp_path, norm_type):
+    return _spawn_two(_ddp_body, str(tmp_path / f'{norm_type}'), norm_type)
 
 
 @pytest.fixture(scope='module')
@@ -248,38 +261,21 @@ def test_slurm_train_under_a_real_slurm(local_slurm, data_root, spaced_config, t
     assert _max_diff(_final_state(work_dir), two_processes) < 1e-6
 
 
-def _tiny_batch_worker(rank, world, port, out):
-    import torch.distributed as dist
-    try:
-        torch.set_num_threads(1)
-        dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world)
-        torch.manual_seed(0)
-        model = DGMN2(arch=TINY, norm_cfg=dict(type='GlooSyncBN')).train()
-        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))[rank:rank + 1]
-        torch.save(model(x)[3].detach(), f'{out}.{rank}')  # stage 4 is 1x1: 1 value per process, 2 in all
-        dist.destroy_process_group()
-    except BaseException as e:  # noqa: B036
-        open(f'{out}.{rank}.err', 'w').write(repr(e))
-        os._exit(3)
-    os._exit(0)
+def _tiny_batch_body(rank, world):
+    torch.manual_seed(0)
+    model = DGMN2(arch=TINY, norm_cfg=dict(type='GlooSyncBN')).train()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))[rank:rank + 1]
+    return model(x)[3].detach()  # stage 4 is 1x1: 1 value per process, 2 in all
 
 
 def test_sync_bn_batch_of_one_per_process(tmp_path):
     """The min-size check counts a synchronised BN's values over all processes: 2 x (1 image of 32 px) trains
     (a 1x1 last map holds 2 values per channel in all), and equals 1 process with both images and BN."""
-    ctx, port, out = mp.get_context('spawn'), _free_port(), str(tmp_path / 'tiny')
-    procs = [ctx.Process(target=_tiny_batch_worker, args=(r, 2, port, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-    errors = [open(f'{out}.{r}.err').read() for r in range(2) if osp.exists(f'{out}.{r}.err')]
-    assert all(p.exitcode == 0 for p in procs), errors
+    got = torch.cat(_spawn_two(_tiny_batch_body, str(tmp_path / 'tiny')))
     torch.manual_seed(0)
     single = DGMN2(arch=TINY, norm_cfg=dict(type='BN')).train()
     with torch.no_grad():
         ref = single(torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)))[3]
-    got = torch.cat([torch.load(f'{out}.{r}', weights_only=True) for r in range(2)])
     # BN over 2 values per channel amplifies rounding (1 / std of two nearby values): a looser tolerance
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=5e-4)
     with pytest.raises(ValueError, match='A batch of 1 needs H or W >= 33 px'):

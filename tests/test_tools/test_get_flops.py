@@ -1,5 +1,5 @@
-"""tools/analysis_tools/get_flops.py and benchmark.py: the command lines (the counting and timing they call
-are tested through dgmn_mm.analysis in tests/test_analysis)."""
+"""tools/analysis_tools/{get_flops,benchmark,dit_flops,benchmark_dit_skipping}.py: the command lines (the
+counting and timing they call are tested through dgmn_mm.analysis in tests/test_analysis)."""
 import os.path as osp
 import runpy
 
@@ -47,3 +47,20 @@ def test_cli_refuses_a_bad_convention(capsys):
     with pytest.raises(SystemExit):
         GET_FLOPS_MAIN(['some_config.py', '--convention', 'fvcore'])
     assert "invalid choice: 'fvcore'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dit_flops_cli_on_synthetic_images(capsys):
+    """dit_flops.py averages the hard-gate FLOPs of a DiT classifier over random images (no dataset)."""
+    config = osp.join(REPO, 'configs/mmpretrain/dit/dit-b1_8xb128_in1k.py')
+    stats = _tool_main('dit_flops')([config, '--synthetic', '64', '64', '--num-images', '2'])
+    text = capsys.readouterr().out
+    assert stats['num_images'] == 2 and 0 < stats['min'] <= stats['mean'] <= stats['max'] <= stats['dense']
+    assert '2 images, hard gates' in text and f"all gates open: {stats['dense'] / 1e9:.3f}" in text
+
+
+def test_benchmark_dit_skipping_cli(capsys):
+    rows = _tool_main('benchmark_dit_skipping')(['--arch', 'b1', '--size', '32', '--fractions', '0', '0.5',
+                                                 '--runs', '1', '--warmup', '0', '--threads', '1'])
+    assert [r['fraction'] for r in rows] == [0.0, 0.5] and rows[1]['gflops'] < rows[0]['gflops']
+    assert 'DiT-B1 (random row gates, column gates open), batch 1, 32x32' in capsys.readouterr().out

@@ -91,8 +91,9 @@ _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # --------------------------------------------------------------------------------------------------------
 # Kernels. They are plain functions, wrapped on first use as a compiled ``JITFunction`` (CUDA tensors) or
 # as an ``InterpretedFunction`` (CPU tensors or TRITON_INTERPRET=1), so the same module serves both without
-# depending on the environment at import time. The tap geometry and the bilinear corners, shared by the
-# forward and the backward, are device functions that both kernel flavours call (``_DeviceFunction``).
+# depending on the environment at import time. The program's tile, the tap geometry and the bilinear
+# corners, shared by the forward and the backward, are device functions that both kernel flavours call
+# (``_DeviceFunction``).
 # --------------------------------------------------------------------------------------------------------
 class _DeviceFunction(JITFunction):
     """A Triton device function callable from a compiled and from an interpreted kernel.
@@ -114,7 +115,25 @@ class _DeviceFunction(JITFunction):
 
 
 @_DeviceFunction
-def _tap_geometry(walk_ptr, b, j, offs_n, nt_mask, N, W, NH, Hf, Wf, BLOCK_N: tl.constexpr):
+def _program_tile(N, NH, D, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """What a program of the grid ``(cdiv(N, BLOCK_N), B * h)`` works on.
+
+    Returns:
+        tuple: ``b`` (int64 batch index), ``j`` (head), ``offs_n`` (its BLOCK_N queries) and ``nmask``,
+        ``offs_d`` (BLOCK_D channels of a head) and ``dmask`` (< D), ``taps`` (the 9 taps padded to 16
+        lanes) and ``nt_mask`` (BLOCK_N, 16) of the real (query, tap) pairs.
+    """
+    bj = tl.program_id(1)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = offs_n < N
+    offs_d = tl.arange(0, BLOCK_D)
+    taps = tl.arange(0, 16)
+    return ((bj // NH).to(tl.int64), bj % NH, offs_n, nmask, offs_d, offs_d < D, taps,
+            nmask[:, None] & (taps < 9)[None, :])
+
+
+@_DeviceFunction
+def _tap_geometry(walk_ptr, b, j, offs_n, taps, nt_mask, N, W, NH, Hf, Wf, BLOCK_N: tl.constexpr):
     """Sampling geometry of the (BLOCK_N, 16) (query, tap) pairs of one (batch b, head j): the walk offsets,
     the DCNv1 validity, the integer top-left corner and the bilinear fractions, following
     ``node_sampling.walk_to_grid`` and ATen's CPU ``grid_sampler`` un-normalisation (align_corners=False)
@@ -125,7 +144,6 @@ def _tap_geometry(walk_ptr, b, j, offs_n, nt_mask, N, W, NH, Hf, Wf, BLOCK_N: tl
         by the DCNv1 rule), ``y0``, ``x0`` (int32 top-left corner), ``dn``, ``dw``, ``ds``, ``de`` (weights
         of the south / east / north / west neighbours), ``hv``, ``wv`` (H, W broadcast to the tile).
     """
-    taps = tl.arange(0, 16)
     walk_off = (((b * N + offs_n) * NH + j) * 18)[:, None] + 2 * taps[None, :]
     dy = tl.load(walk_ptr + walk_off, mask=nt_mask, other=0.).to(tl.float32)
     dx = tl.load(walk_ptr + walk_off + 1, mask=nt_mask, other=0.).to(tl.float32)
@@ -166,23 +184,14 @@ def _sampled_attention_fwd_kernel(
         qkv_ptr, walk_ptr, pos_ptr, out_ptr, attn_ptr,
         N, H, W, C, NH, D, Hf, Wf, scale,
         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bj = tl.program_id(1)
-    b = (bj // NH).to(tl.int64)
-    j = bj % NH
+    b, j, offs_n, nmask, offs_d, dmask, taps, nt_mask = _program_tile(N, NH, D, BLOCK_N, BLOCK_D)
     C3 = 3 * C
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    nmask = offs_n < N
-    offs_d = tl.arange(0, BLOCK_D)
-    dmask = offs_d < D
-    taps = tl.arange(0, 16)  # 9 taps padded to 16 lanes
-    nt_mask = nmask[:, None] & (taps < 9)[None, :]
     qkv_b = qkv_ptr + b * N * C3
     q = tl.load(qkv_b + offs_n.to(tl.int64)[:, None] * C3 + j * D + offs_d[None, :],
                 mask=nmask[:, None] & dmask[None, :], other=0.).to(tl.float32)
     # ---- sampling geometry of the (BLOCK_N, 16) (query, tap) pairs
     walk_off, inside, y0, x0, dn, dw, ds, de, hv, wv = _tap_geometry(
-        walk_ptr, b, j, offs_n, nt_mask, N, W, NH, Hf, Wf, BLOCK_N)
+        walk_ptr, b, j, offs_n, taps, nt_mask, N, W, NH, Hf, Wf, BLOCK_N)
     # ---- pass 1: sampled keys (BLOCK_N, 16, BLOCK_D) -> logits -> softmax
     k_base = qkv_b + C + j * D
     v_base = qkv_b + 2 * C + j * D
@@ -216,18 +225,9 @@ def _sampled_attention_bwd_kernel(
         gout_ptr, qkv_ptr, walk_ptr, attn_ptr, gqkv_ptr, gwalk_ptr, gpos_ptr,
         N, H, W, C, NH, D, Hf, Wf, scale,
         NEED_WALK: tl.constexpr, NEED_POS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bj = tl.program_id(1)
-    b = (bj // NH).to(tl.int64)
-    j = bj % NH
+    b, j, offs_n, nmask, offs_d, dmask, taps, nt_mask = _program_tile(N, NH, D, BLOCK_N, BLOCK_D)
     C3 = 3 * C
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    nmask = offs_n < N
-    offs_d = tl.arange(0, BLOCK_D)
-    dmask = offs_d < D
     nd_mask = nmask[:, None] & dmask[None, :]
-    taps = tl.arange(0, 16)
-    nt_mask = nmask[:, None] & (taps < 9)[None, :]
     qkv_b = qkv_ptr + b * N * C3
     gqkv_b = gqkv_ptr + b * N * C3
     q_off = offs_n.to(tl.int64)[:, None] * C3 + j * D + offs_d[None, :]
@@ -238,7 +238,7 @@ def _sampled_attention_bwd_kernel(
     p = tl.load(attn_ptr + attn_off, mask=nt_mask, other=0.).to(tl.float32)
     # ---- the forward's sampling geometry, recomputed
     walk_off, inside, y0, x0, dn, dw, ds, de, hv, wv = _tap_geometry(
-        walk_ptr, b, j, offs_n, nt_mask, N, W, NH, Hf, Wf, BLOCK_N)
+        walk_ptr, b, j, offs_n, taps, nt_mask, N, W, NH, Hf, Wf, BLOCK_N)
     k_base = qkv_b + C + j * D
     v_base = qkv_b + 2 * C + j * D
     gk_base = gqkv_b + C + j * D

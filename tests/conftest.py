@@ -56,3 +56,14 @@ def make_image_folder():
         return str(root)
 
     return make
+
+
+@pytest.fixture
+def fresh_backends(monkeypatch):
+    """Forget the loaded sampled-attention backends and ``DGMN_MM_ATTN_BACKEND`` before and after the test
+    (tests hide modules to simulate missing kernels); yields ``monkeypatch``."""
+    from dgmn_mm.ops import backend as ob
+    monkeypatch.delenv(ob.ENV_VAR, raising=False)
+    ob._reset_for_tests()
+    yield monkeypatch
+    ob._reset_for_tests()

@@ -54,14 +54,6 @@ def _run_inner(tmp_path):
     return code, reports.outcomes
 
 
-@pytest.fixture
-def fresh_backends(monkeypatch):
-    monkeypatch.delenv(ob.ENV_VAR, raising=False)
-    ob._reset_for_tests()
-    yield monkeypatch
-    ob._reset_for_tests()
-
-
 def test_missing_kernel_cases_are_skipped_with_the_import_error(tmp_path, fresh_backends):
     for name in KERNEL_MODULES:
         fresh_backends.setitem(sys.modules, name, None)

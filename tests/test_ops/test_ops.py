@@ -37,15 +37,6 @@ def inputs(B, H, W, nh, d, dtype=torch.float32, walk_std=0.8, seed=0):
     return qkv, walk, pos
 
 
-@pytest.fixture
-def fresh_backends(monkeypatch):
-    """Forget loaded backends before and after the test (tests hide modules to simulate missing kernels)."""
-    monkeypatch.delenv(ob.ENV_VAR, raising=False)
-    ob._reset_for_tests()
-    yield monkeypatch
-    ob._reset_for_tests()
-
-
 def op_grads(qkv, walk, pos, H, W, nh, scale, fn):
     qkv, walk, pos = (t.detach().clone().requires_grad_(True) for t in (qkv, walk, pos))
     out = fn(qkv, walk, pos, (H, W), nh, scale)

@@ -25,7 +25,8 @@ e.g. ``model = dict(type='DiTImageClassifier', budget_loss=dict(type='DiTBudgetL
 dict(type='DiT', arch='b1'), ...)``.
 
 The subclasses are made lazily (on first build, or on first attribute access of this module: pickling works)
-so that ``import dgmn_mm`` does not import mmpretrain, mmdet or mmseg. The registry holds a small factory
+so that ``import dgmn_mm`` does not import the models of mmpretrain, mmdet or mmseg (with mmpretrain installed,
+only its model hub ``mmpretrain.apis`` is imported, to learn the model index). The registry holds a small factory
 function under each name (:func:`dgmn_mm.registry.register_lazy`; a placeholder naming the extra when the
 codebase is not installed); ``type(model).__name__`` is the class name above and ``isinstance(model,
 RetinaNet)`` holds.

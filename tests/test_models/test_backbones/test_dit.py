@@ -27,13 +27,7 @@ PAPER_PARAMS = {'b1': 30.3, 'b2': 55.9, 'b3': 86.3, 'b4': 126.0, 'b5': 158.0}  #
 PVTV2_GFLOPS = {'b1': 2.12, 'b2': 4.05, 'b3': 6.93, 'b4': 10.14, 'b5': 11.76}  # fvcore, 224
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and much faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 def _load_tool(name):

@@ -16,14 +16,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.p
 
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """The test machine's 2 cores are shared: intra-op threads oversubscribe them (measured: a ResNet-50
-    forward at 64x64 takes 3.4 s with 2 threads under load, 0.19 s with 1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tests/conftest.py
 
 
 # (dynamic_sampling, dynamic_weights, dynamic_affinity, release_branch4_bug)

@@ -62,21 +62,21 @@ def test_import_with_mmseg_only():
 
 def test_import_does_not_load_the_codebases():
     """With all three installed, ``import dgmn_mm`` imports none of mmdet, mmseg and mmpretrain's models
-    (mmpretrain's model hub, ``mmpretrain.apis``, only learns the model index); building a lazily registered
-    head imports mmseg."""
+    (mmpretrain's model hub, ``mmpretrain.apis``, only learns the model index); the heads and DiT models are
+    registered as factories (building one imports its codebase: ``test_real_classes_when_installed``)."""
     code = (
         'import sys, dgmn_mm\n'
         'from mmengine.registry import MODELS\n'
-        'print("BEFORE", sorted(k for k in sys.modules if k.split(".")[0] in ("mmdet", "mmseg") or '
+        'print("LOADED", sorted(k for k in sys.modules if k.split(".")[0] in ("mmdet", "mmseg") or '
         'k.startswith("mmpretrain.models")))\n'
-        'head = MODELS.build(dict(type="DGMNHead", in_channels=8, channels=32, num_classes=3, dilations=(1, 2)))\n'
-        'print("AFTER", "mmseg.models" in sys.modules, type(head).__name__)\n')
+        'print("FACTORIES", [MODELS.get(n).__name__ for n in ("DGMNHead", "OfficialSETRUpHead", "DiTRetinaNet")])\n')
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
-    assert 'BEFORE []' in lines and 'AFTER True DGMNHead' in lines, res.stdout
+    assert 'LOADED []' in lines, res.stdout
+    assert "FACTORIES ['build_DGMNHead', 'build_OfficialSETRUpHead', 'build_DiTRetinaNet']" in lines, res.stdout
 
 
 def test_real_classes_when_installed():

@@ -11,7 +11,8 @@
 - :mod:`.data_checks`: the datasets of a config checked before training (missing, empty or unparsable
   annotation files, sets without images or annotations), errors naming the file.
 - :mod:`.drop_path_hook`: the official ImageNet recipe's delayed stochastic depth.
-- :mod:`.launch`: choosing mmpretrain/mmdet/mmseg from a config for ``tools/train.py``/``tools/test.py``.
+- :mod:`.launch`: choosing mmpretrain/mmdet/mmseg from a config for ``tools/train.py``/``tools/test.py``,
+  and the flags and first steps the two tools share.
 """
 from .checkpoint_hook import AtomicCheckpointHook, find_resumable_checkpoint, is_complete_checkpoint
 from .data_checks import DataCheckError, check_data_cfg

@@ -16,6 +16,11 @@ Two cases use the pure-PyTorch formulation directly instead of the operators:
   dynamic input size, so the exported model is right at every input size.
 
 The TorchScript ONNX exporter (``dynamo=False``) is refused with an error (see ``DGMN2Attention.forward``).
+
+Training on CPU with the C++ kernel (:class:`_RelPosSampledAttentionCPU`): the same two operators run
+forward, but their backward is joined, so that qkv gets one (B, N, 3C) gradient instead of three (the
+sampled attention's, and one zero-padded q gradient per RelPos term, which autograd then sums): the
+RelPos q gradients are added in place into the q part of the sampled attention's gradient.
 """
 from typing import Tuple
 
@@ -25,7 +30,7 @@ from torch import Tensor
 
 from ...ops import backend as _backend
 from .buffer_cache import cached_linear
-from ...ops.geometry import NUM_SAMPLES
+from ...ops.geometry import NUM_SAMPLES, combine_relpos, relpos_rows_pair
 from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
 
@@ -38,6 +43,79 @@ load_extension = _backend.load_extension
 def extension_available() -> bool:
     """Whether the C++ kernel imports (it runs on CPU unless ``DGMN_MM_ATTN_BACKEND`` says otherwise)."""
     return _backend.load_extension() is not None
+
+
+class _RelPosSampledAttentionCPU(torch.autograd.Function):
+    """``sampled_attention(qkv, walk, relpos(qkv, rows_w, rows_h))`` with a joined backward (CPU, C++ kernel).
+
+    Forward: the operators ``dgmn_mm::relpos_rows`` (twice), :func:`~dgmn_mm.ops.geometry.combine_relpos`
+    and ``dgmn_mm::sampled_attention``, exactly as :func:`~dgmn_mm.ops.attention.relpos` followed by
+    :func:`~dgmn_mm.ops.attention.sampled_attention` (same values). Backward: the operator
+    ``dgmn_mm::sampled_attention_backward`` gives the (B, N, 3C) qkv gradient and the logit gradient; the
+    latter goes back through ``combine_relpos`` (autograd on (B, h, N, K) tensors) and the kernel's
+    ``relpos_rows_backward`` adds the RelPos q gradients in place into that qkv gradient and returns the
+    table-row gradients. Through the separate operators, autograd would allocate a zero-padded (B, N, 3C)
+    tensor per RelPos term and add them (for a stage-1 layer of a 512 x 512 batch of 2: three 25 MB
+    tensors, fresh pages each). Same gradients up to the order of the three additions (~1 ulp).
+
+    Inputs: qkv (B, N, 3C) contiguous, walk (B, N, h, 2K), rows_w (W, K, d), rows_h (H, K, d) contiguous,
+    all of one dtype (fp32 / fp64); H, W, num_heads, scale, mode.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, walk, rows_w, rows_h, H: int, W: int, num_heads: int, scale: float, mode: str):
+        B, N, _ = qkv.shape
+        shape = (B, num_heads, H, W, NUM_SAMPLES)
+        r_w = torch.ops.dgmn_mm.relpos_rows(qkv, rows_w, H, W, num_heads, True).view(shape)
+        r_h = torch.ops.dgmn_mm.relpos_rows(qkv, rows_h, H, W, num_heads, False).view(shape)
+        pos = combine_relpos(r_w, r_h, mode).reshape(B, num_heads, N, NUM_SAMPLES).contiguous()
+        out, attn = torch.ops.dgmn_mm.sampled_attention(qkv, walk, pos, H, W, num_heads, scale)
+        ctx.save_for_backward(qkv, walk, pos, attn, rows_w, rows_h)
+        ctx.params = (H, W, num_heads, scale, mode)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        qkv, walk, pos, attn, rows_w, rows_h = ctx.saved_tensors
+        H, W, nh, scale, mode = ctx.params
+        need_qkv, need_walk, need_rw, need_rh = ctx.needs_input_grad[:4]
+        need_pos = need_qkv or need_rw or need_rh
+        gqkv, gwalk, gpos = torch.ops.dgmn_mm.sampled_attention_backward(
+            grad_out.contiguous(), qkv, walk, pos, attn, H, W, nh, scale, need_walk, need_pos)
+        grows_w = grows_h = None
+        if need_pos:
+            B = qkv.shape[0]
+            shape = (B, nh, H, W, NUM_SAMPLES)
+            with torch.enable_grad():  # combine_relpos is linear: its gradient does not depend on the values
+                a = gpos.new_zeros(shape).requires_grad_()
+                b = gpos.new_zeros(shape).requires_grad_()
+                g_rw, g_rh = torch.autograd.grad(combine_relpos(a, b, mode), (a, b), gpos.view(shape))
+            ext = _backend.load_extension()
+            for g, rows, by_column, need_rows in ((g_rw, rows_w, True, need_rw), (g_rh, rows_h, False, need_rh)):
+                _, grows = ext.relpos_rows_backward(g.reshape(B, nh, H * W, NUM_SAMPLES).contiguous(), qkv, rows, H,
+                                                    W, nh, by_column, need_qkv, need_rows, True, gqkv)
+                if by_column:
+                    grows_w = grows if need_rows else None
+                else:
+                    grows_h = grows if need_rows else None
+        return ((gqkv if need_qkv else None), (gwalk if need_walk else None), grows_w, grows_h,
+                None, None, None, None, None)
+
+
+def _joined_backward_applies(qkv: Tensor, walk: Tensor, rel) -> bool:
+    """Whether :class:`_RelPosSampledAttentionCPU` runs: an autograd graph is recorded, CPU tensors with the
+    C++ kernel chosen (and built with ``relpos_rows_backward``), fp32 / fp64, not compiled or traced
+    (those see the operators)."""
+    if not (torch.is_grad_enabled() and (qkv.requires_grad or walk.requires_grad or rel.rel_width.requires_grad
+                                         or rel.rel_height.requires_grad)):
+        return False
+    if (qkv.device.type != 'cpu' or qkv.dtype not in (torch.float32, torch.float64)
+            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+        return False
+    if _backend.resolve('cpu') != 'cpp':
+        return False
+    return hasattr(_backend.load_extension(), 'relpos_rows_backward')
 
 
 def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
@@ -67,6 +145,12 @@ def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor
             pos = module.rel_pos(q).reshape(B, nh, N, NUM_SAMPLES).to(cdtype)
             out = sampled_attention_torch(qkv32, walk, pos, (H, W), nh, module.scale, drop,
                                           chunk_size=None if exporting else 2048)
+        elif _joined_backward_applies(qkv32, walk, module.rel_pos):
+            rel = module.rel_pos
+            rows_w, rows_h = relpos_rows_pair(rel.rel_width, rel.rel_height, H, W)
+            out = _RelPosSampledAttentionCPU.apply(qkv32, walk.contiguous(), rows_w.to(cdtype).contiguous(),
+                                                   rows_h.to(cdtype).contiguous(), H, W, nh,
+                                                   float(module.scale), rel.mode)
         else:
             rel = module.rel_pos
             pos = relpos(qkv32, rel.rel_width, rel.rel_height, (H, W), nh, rel.mode).to(cdtype)

@@ -80,14 +80,16 @@ inline void tap_geometry(int64_t y, int64_t x, int t, T dy, T dx, int64_t H, int
 // without -ffast-math (a single running sum is a chain of d dependent additions).
 constexpr int kLanes = 16;
 
-template <typename T>
-inline T dot(const T* __restrict a, const T* __restrict b, int64_t d) {
+template <typename T, int D = 0>
+inline T dot(const T* __restrict a, const T* __restrict b, int64_t d_rt) {
+  const int64_t d = D > 0 ? D : d_rt;  // compile-time length when D > 0 (same summation order)
   T part[kLanes] = {};
   int64_t c = 0;
   for (; c + kLanes <= d; c += kLanes)
     for (int l = 0; l < kLanes; ++l) part[l] += a[c + l] * b[c + l];
   T acc = T(0);
-  for (; c < d; ++c) acc += a[c] * b[c];
+  if constexpr (D == 0 || D % kLanes != 0)  // (no remainder for a compile-time multiple of kLanes)
+    for (; c < d; ++c) acc += a[c] * b[c];
   for (int w = kLanes / 2; w > 0; w /= 2)  // pairwise reduction of the lanes
     for (int l = 0; l < w; ++l) part[l] += part[l + w];
   return acc + part[0];
@@ -135,7 +137,7 @@ void forward_impl(const at::Tensor& qkv, const at::Tensor& offsets, const at::Te
             T* kp = ks_p;
             for (int64_t ch = 0; ch < d; ++ch) kp[ch] += wk * row[ch];
           }
-          l = dot<T>(q, ks_p, d);
+          l = dot<T, D>(q, ks_p, d);
         }
         l = l * scale + pr[t];
         logit[t] = l;
@@ -164,10 +166,14 @@ void forward_impl(const at::Tensor& qkv, const at::Tensor& offsets, const at::Te
   });
 }
 
-template <typename T>
-void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64_t H, int64_t nh, int64_t d,
-                    int64_t C, T scale, const T* qkv_p, const T* off_p, const T* attn_p, const T* gout_p,
-                    T* gqkv_p, T* goff_p, T* gpos_p, T* ks, T* vs) {
+// One query (b, j, n) of the backward. The q gradient of the query is accumulated in gq_acc (d values,
+// in registers for a compile-time D) and stored once: the q part of gqkv needs no zero-initialisation.
+// The k / v gradients are scattered (+=) into the sampled rows, which backward_impl zeroed.
+template <typename T, int D>
+inline void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64_t H, int64_t nh,
+                           int64_t d_rt, int64_t C, T scale, const T* qkv_p, const T* off_p, const T* attn_p,
+                           const T* gout_p, T* gqkv_p, T* goff_p, T* gpos_p, T* gq_acc) {
+  const int64_t d = D > 0 ? D : d_rt;
   const int64_t C3 = 3 * C;
   const int64_t y = n / W, x = n % W;
   const T* base = qkv_p + b * N * C3;
@@ -190,8 +196,8 @@ void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64
     T g = T(0);
     for (int k = 0; k < 4; ++k) {
       if (c.valid[k]) {
-        qk[t][k] = dot<T>(q, kmap + c.idx[k] * C3, d);
-        gv_dot[t][k] = dot<T>(go, vmap + c.idx[k] * C3, d);
+        qk[t][k] = dot<T, D>(q, kmap + c.idx[k] * C3, d);
+        gv_dot[t][k] = dot<T, D>(go, vmap + c.idx[k] * C3, d);
         g += c.w[k] * gv_dot[t][k];
       } else {
         qk[t][k] = T(0);
@@ -204,6 +210,7 @@ void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64
   for (int t = 0; t < kTaps; ++t) s += ap[t] * ga[t];
   T* gp = gpos_p ? gpos_p + ((b * nh + j) * N + n) * kTaps : nullptr;
   T* gof = goff_p ? goff_p + ((b * N + n) * nh + j) * (2 * kTaps) : nullptr;
+  for (int64_t ch = 0; ch < d; ++ch) gq_acc[ch] = T(0);
   for (int t = 0; t < kTaps; ++t) {
     const T a = ap[t];
     const T gl = a * (ga[t] - s);  // softmax backward: dL/dlogit_t
@@ -221,14 +228,15 @@ void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64
       const int64_t m = c.idx[k] * C3;
       // keys: logit_t = scale * <q, sum_k w_k k_k>
       const T ck = gls * wk;
-      T* gkr = gk + m;
-      for (int64_t ch = 0; ch < d; ++ch) gkr[ch] += ck * q[ch];
-      T* gqp = gq;
-      const T* kr = kmap + m;
-      for (int64_t ch = 0; ch < d; ++ch) gqp[ch] += ck * kr[ch];
+      T* __restrict gkr = gk + m;
+      const T* __restrict kr = kmap + m;
+      for (int64_t ch = 0; ch < d; ++ch) {
+        gkr[ch] += ck * q[ch];
+        gq_acc[ch] += ck * kr[ch];
+      }
       // values: out = sum_t a_t sum_k w_k v_k
       const T cv = a * wk;
-      T* gvr = gv + m;
+      T* __restrict gvr = gv + m;
       for (int64_t ch = 0; ch < d; ++ch) gvr[ch] += cv * go[ch];
       gw[k] = gls * qk[t][k] + a * gv_dot[t][k];
     }
@@ -244,10 +252,12 @@ void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W, int64
       gof[2 * t + 1] = (gx_n / static_cast<T>(W)) * T(2);
     }
   }
-  (void)ks; (void)vs;
+  for (int64_t ch = 0; ch < d; ++ch) gq[ch] = gq_acc[ch];
 }
 
-template <typename T>
+// gqkv must be allocated (uninitialised): its k / v parts are zeroed here (in parallel, so that the
+// threads that scatter into them touch the pages first), its q part is written once per query.
+template <typename T, int D>
 void backward_impl(const at::Tensor& gout, const at::Tensor& qkv, const at::Tensor& offsets,
                    const at::Tensor& attn, at::Tensor& gqkv, at::Tensor* goff, at::Tensor* gpos, int64_t H,
                    int64_t W, int64_t nh, double scale_, int64_t reach) {
@@ -260,6 +270,9 @@ void backward_impl(const at::Tensor& gout, const at::Tensor& qkv, const at::Tens
   T* gqkv_p = gqkv.data_ptr<T>();
   T* goff_p = goff ? goff->data_ptr<T>() : nullptr;
   T* gpos_p = gpos ? gpos->data_ptr<T>() : nullptr;
+  at::parallel_for(0, B * N, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) std::fill_n(gqkv_p + r * 3 * C + C, 2 * C, T(0));
+  });
   const int64_t BJ = B * nh;
   const int64_t nthreads = std::max<int64_t>(1, at::get_num_threads());
   // row blocks: height >= 2 * reach + 1 so that blocks of one phase never write the same row
@@ -276,14 +289,16 @@ void backward_impl(const at::Tensor& gout, const at::Tensor& qkv, const at::Tens
     if (nb_phase <= 0) continue;
     const int64_t tasks = BJ * nb_phase;
     at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> ks(d), vs(d);
+      std::vector<T> gq_v(D > 0 ? 0 : d);
+      alignas(64) T gq_a[D > 0 ? D : 1];
+      T* gq_acc = D > 0 ? gq_a : gq_v.data();
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bj = task / nb_phase, blk = phase + 2 * (task % nb_phase);
         const int64_t b = bj / nh, j = bj % nh;
         const int64_t y0 = blk * rb, y1 = std::min<int64_t>(H, y0 + rb);
         for (int64_t n = y0 * W; n < y1 * W; ++n)
-          backward_query<T>(b, j, n, N, W, H, nh, d, C, scale, qkv_p, off_p, attn_p, gout_p, gqkv_p, goff_p,
-                            gpos_p, ks.data(), vs.data());
+          backward_query<T, D>(b, j, n, N, W, H, nh, d, C, scale, qkv_p, off_p, attn_p, gout_p, gqkv_p, goff_p,
+                               gpos_p, gq_acc);
       }
     });
   }
@@ -314,9 +329,74 @@ void relpos_impl(const at::Tensor& qkv, const at::Tensor& rows, at::Tensor& out,
       const T* q = qkv_p + (b * N + n) * C3 + j * d;
       const T* r = rows_p + (by_column ? n % W : n / W) * kTaps * d;
       T* o = out_p + i * kTaps;
-      for (int t = 0; t < kTaps; ++t) o[t] = dot<T>(q, r + t * d, d);
+      for (int t = 0; t < kTaps; ++t) o[t] = dot<T, D>(q, r + t * d, d);
     }
   });
+}
+
+
+// Backward of relpos_rows. gq (when gqkv_p): the q part of row (b, n) of gqkv gets
+// sum_t g[b, j, n, t] rows[l(n), t] per head j: stored with zero k / v parts (gqkv is the whole (B, N, 3C)
+// gradient of the operator's qkv input, written once), or added to the q part when accumulate (gqkv
+// holds other gradients of qkv). grows (when grows_p): row l of the table gets
+// sum over (b, j, n with l(n) = l) of g[b, j, n, t] q[b, n, j], one task per l (no races).
+template <typename T, int D>
+void relpos_backward_impl(const at::Tensor& grad, const at::Tensor& qkv, const at::Tensor& rows, T* gqkv_p,
+                          T* grows_p, int64_t H, int64_t W, int64_t nh, bool by_column, bool accumulate) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), C3 = qkv.size(2), C = C3 / 3;
+  const int64_t d = D > 0 ? D : C / nh;
+  const T* qkv_p = qkv.data_ptr<T>();
+  const T* rows_p = rows.data_ptr<T>();
+  const T* g_p = grad.data_ptr<T>();
+  if (gqkv_p) {
+    at::parallel_for(0, B * N, 256, [&](int64_t begin, int64_t end) {
+      std::vector<T> acc_v(D > 0 ? 0 : d);
+      alignas(64) T acc_a[D > 0 ? D : 1];
+      T* __restrict acc = D > 0 ? acc_a : acc_v.data();
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / N, n = r % N;
+        const T* rw = rows_p + (by_column ? n % W : n / W) * kTaps * d;
+        T* out = gqkv_p + r * C3;
+        for (int64_t j = 0; j < nh; ++j) {
+          const T* g = g_p + ((b * nh + j) * N + n) * kTaps;
+          for (int64_t ch = 0; ch < d; ++ch) acc[ch] = g[0] * rw[ch];
+          for (int t = 1; t < kTaps; ++t) {
+            const T gt = g[t];
+            const T* __restrict rt = rw + t * d;
+            for (int64_t ch = 0; ch < d; ++ch) acc[ch] += gt * rt[ch];
+          }
+          T* __restrict o = out + j * d;
+          if (accumulate) {
+            for (int64_t ch = 0; ch < d; ++ch) o[ch] += acc[ch];
+          } else {
+            for (int64_t ch = 0; ch < d; ++ch) o[ch] = acc[ch];
+          }
+        }
+        if (!accumulate) std::fill_n(out + C, 2 * C, T(0));
+      }
+    });
+  }
+  if (grows_p) {
+    const int64_t L = by_column ? W : H, M = by_column ? H : W;  // M queries per table row and (b, j)
+    at::parallel_for(0, L, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t l = begin; l < end; ++l) {
+        T* acc = grows_p + l * kTaps * d;
+        std::fill_n(acc, kTaps * d, T(0));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < nh; ++j)
+            for (int64_t i = 0; i < M; ++i) {
+              const int64_t n = by_column ? i * W + l : l * W + i;
+              const T* __restrict q = qkv_p + (b * N + n) * C3 + j * d;
+              const T* g = g_p + ((b * nh + j) * N + n) * kTaps;
+              for (int t = 0; t < kTaps; ++t) {
+                const T gt = g[t];
+                T* __restrict a = acc + t * d;
+                for (int64_t ch = 0; ch < d; ++ch) a[ch] += gt * q[ch];
+              }
+            }
+      }
+    });
+  }
 }
 
 }  // namespace
@@ -335,6 +415,43 @@ at::Tensor relpos_rows_forward(const at::Tensor& qkv, const at::Tensor& rows, in
     else relpos_impl<scalar_t, 0>(qkv, rows, out, H, W, nh, by_column);
   });
   return out;
+}
+
+// Gradients of relpos_rows_forward for grad (B, h, N, 9): {gqkv, grows}. gqkv: with accumulate = false a
+// new (B, N, 3C) tensor with zero k / v parts (undefined when not need_qkv); with accumulate = true the
+// q gradient is added in place to the q part of `into` (a contiguous (B, N, 3C) tensor holding the other
+// gradients of qkv), which is returned. grows (W or H, 9, d), undefined when not need_rows.
+std::vector<at::Tensor> relpos_rows_backward(const at::Tensor& grad, const at::Tensor& qkv, const at::Tensor& rows,
+                                             int64_t H, int64_t W, int64_t nh, bool by_column, bool need_qkv,
+                                             bool need_rows, bool accumulate, const at::Tensor& into) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.is_contiguous() && rows.is_contiguous() && grad.is_contiguous(),
+              "contiguous CPU inputs");
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
+  TORCH_CHECK(N == H * W && rows.dim() == 3 && rows.size(0) == (by_column ? W : H) && rows.size(1) == kTaps &&
+                  rows.size(2) == C / nh && rows.scalar_type() == qkv.scalar_type(),
+              "rows must be (W or H, 9, d)");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == nh && grad.size(2) == N &&
+                  grad.size(3) == kTaps && grad.scalar_type() == qkv.scalar_type(),
+              "grad must be (B, h, N, 9)");
+  at::Tensor gqkv;
+  if (need_qkv && accumulate) {
+    TORCH_CHECK(into.is_contiguous() && into.sizes() == qkv.sizes() && into.scalar_type() == qkv.scalar_type() &&
+                    into.device().is_cpu(),
+                "into must be a contiguous CPU tensor shaped and typed as qkv");
+    gqkv = into;
+  } else if (need_qkv) {
+    gqkv = at::empty_like(qkv);
+  }
+  at::Tensor grows = need_rows ? at::empty_like(rows) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "relpos_rows_backward", [&] {
+    scalar_t* gq = need_qkv ? gqkv.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gr = need_rows ? grows.data_ptr<scalar_t>() : nullptr;
+    const bool acc = need_qkv && accumulate;
+    if (C / nh == 64) relpos_backward_impl<scalar_t, 64>(grad, qkv, rows, gq, gr, H, W, nh, by_column, acc);
+    else if (C / nh == 32) relpos_backward_impl<scalar_t, 32>(grad, qkv, rows, gq, gr, H, W, nh, by_column, acc);
+    else relpos_backward_impl<scalar_t, 0>(grad, qkv, rows, gq, gr, H, W, nh, by_column, acc);
+  });
+  return {gqkv, grows};
 }
 
 std::vector<at::Tensor> sampled_attention_forward(const at::Tensor& qkv, const at::Tensor& offsets,
@@ -362,12 +479,16 @@ std::vector<at::Tensor> sampled_attention_backward(const at::Tensor& grad_out, c
                                                    bool need_offsets, bool need_pos) {
   check_inputs(qkv, offsets, H, W, nh);
   TORCH_CHECK(grad_out.is_contiguous() && attn.is_contiguous(), "grad_out and attn must be contiguous");
-  auto gqkv = at::zeros_like(qkv);
+  auto gqkv = at::empty_like(qkv);  // every element is written by backward_impl
   at::Tensor goff = need_offsets ? at::empty_like(offsets) : at::Tensor();
   at::Tensor gpos = need_pos ? at::empty_like(attn) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "sampled_attention_backward", [&] {
-    backward_impl<scalar_t>(grad_out, qkv, offsets, attn, gqkv, need_offsets ? &goff : nullptr,
-                            need_pos ? &gpos : nullptr, H, W, nh, scale, reach);
+    const int64_t d = qkv.size(2) / 3 / nh;
+    at::Tensor* go = need_offsets ? &goff : nullptr;
+    at::Tensor* gp = need_pos ? &gpos : nullptr;
+    if (d == 64) backward_impl<scalar_t, 64>(grad_out, qkv, offsets, attn, gqkv, go, gp, H, W, nh, scale, reach);
+    else if (d == 32) backward_impl<scalar_t, 32>(grad_out, qkv, offsets, attn, gqkv, go, gp, H, W, nh, scale, reach);
+    else backward_impl<scalar_t, 0>(grad_out, qkv, offsets, attn, gqkv, go, gp, H, W, nh, scale, reach);
   });
   return {gqkv, goff, gpos};
 }
@@ -376,4 +497,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &sampled_attention_forward, "DGMN2 fused sampled attention forward (CPU)");
   m.def("backward", &sampled_attention_backward, "DGMN2 fused sampled attention backward (CPU)");
   m.def("relpos_rows", &relpos_rows_forward, "q . rows[x or y] for the 9 slots (CPU)");
+  m.def("relpos_rows_backward", &relpos_rows_backward, "gradients of relpos_rows (CPU)");
 }

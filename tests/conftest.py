@@ -15,6 +15,57 @@ def pytest_configure(config):
     config.addinivalue_line('markers', CPP_KERNEL_MARKER)
 
 
+# ``pytest -m "not slow"`` (``make test-fast``) runs one representative case of these parametrised tests: the
+# first case whose id contains the given text (the first case if none is given); their other cases (bigger
+# models and configs of the same behaviour) are marked slow and run in ``make test``.
+ONE_FAST_CASE = {
+    'test_config_builds': ('mmpretrain/dgmn2/dgmn2-tiny_8xb128', 'mmpretrain/dit/dit-b1_'),
+    'test_train_step_and_predict_on_tiny_inputs': ('retinanet_dgmn2-tiny', ),
+    'test_every_official_kind_loads_strictly_into_its_config': ('imagenet', ),
+    'test_segmentation_recipes': ('setr-mla', ),
+    'test_retinanet_and_mask_rcnn_recipes': ('retinanet', ),
+    'test_amp_config_bf16_training_step': ('retinanet_dgmn2-tiny', ),
+    'test_demo_configs_build_and_run': ('mmpretrain', ),
+    'test_mmdet_config_builds_and_runs': ('mask-rcnn_r50-dgmn-c5_', ),
+    'test_mmseg_config_builds_and_runs': ('dgmn-da_r101', ),
+    'test_detectors_add_budget_loss': ('retinanet', ),
+    'test_budget_loss_pulls_routed_fraction_to_mu': (),
+    'test_flops_counter_reproduces_pvtv2': ('b1', ),
+    'test_params_match_paper': ('b1', ),
+    'test_params_and_all_open_flops': ('b1', ),
+    'test_config_mu_is_paper_over_all_open': ('b1', ),
+    'test_fixed_mask_ablations_cost_3_8_gflops': ('static', ),
+    'test_scale_only_and_depth_only_budgets_are_reachable': ('depth-only', ),
+    'test_opcheck': ('cpp', ),
+}
+# whole tests marked slow here rather than with a decorator in their file: tables, CLI tools and benchmarks
+SLOW_TESTS = {
+    'test_table6_within_5_percent',  # the FLOPs table, every variant at 224
+    'test_table2_increments_match_the_paper',
+    'test_get_flops_prints_the_paper_convention',
+    'test_fully_b2_measured',
+    'test_benchmark_tool_runs',
+    'test_import_without_any_codebase',  # fresh interpreters with blocked imports
+    'test_import_with_mmseg_only',
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(config, items):
+    groups = {}
+    for item in items:
+        name = getattr(item, 'originalname', item.name)
+        if name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        elif name in ONE_FAST_CASE and hasattr(item, 'callspec'):
+            groups.setdefault((str(item.path), name), []).append(item)
+    for (_, name), cases in groups.items():
+        keep = next((c for c in cases for text in ONE_FAST_CASE[name] if text in c.callspec.id), cases[0])
+        for case in cases:
+            if case is not keep:
+                case.add_marker(pytest.mark.slow)
+
+
 def cpp_kernel_missing_reason():
     """None when the C++ kernel imports, else the skip reason: the import error and how to build it."""
     from dgmn_mm.ops import backend as ob

@@ -115,11 +115,16 @@ def test_config_builds(path):
     assert abs(n - paper) / paper <= tol, f'{name}: {n:.3f}M vs {paper}M ({table}), tol {tol:.0%}'
 
 
-def test_setr_stride8_mode_and_mla_neck():
-    """SETR configs run the backbone in the stride-8 mode; MLA gets four equal-size maps."""
+@pytest.mark.slow  # loads every SETR config with its upstream bases
+def test_setr_stride8_mode():
+    """SETR configs run the backbone in the stride-8 mode."""
     for path in CONFIGS:
         if '/setr-' in path.replace(os.sep, '/'):
             assert tuple(load_cfg(path).model.backbone.strides) == (4, 2, 1, 1)
+
+
+def test_mla_neck():
+    """MLA gets four equal-size maps."""
     neck = MODELS.build(dict(type='MultiLevelResize', ref_index=1))
     feats = (torch.randn(1, 64, 20, 24), torch.randn(1, 128, 10, 12), torch.randn(1, 320, 10, 12))
     outs = neck(feats)

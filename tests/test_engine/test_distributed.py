@@ -126,6 +126,7 @@ def _max_diff(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
 
 
+@pytest.mark.slow  # a distributed run: two spawned gloo processes
 def test_gloo_sync_bn_two_processes_equal_one_process(tmp_path, single_process):
     ranks = _two_processes(tmp_path, 'GlooSyncBN')
     for r in ranks:
@@ -135,6 +136,7 @@ def test_gloo_sync_bn_two_processes_equal_one_process(tmp_path, single_process):
     assert int(ranks[0]['state']['head_norm.num_batches_tracked']) == STEPS
 
 
+@pytest.mark.slow  # a distributed run: two spawned gloo processes
 def test_per_process_bn_differs(tmp_path, single_process):
     """The control: per-process BN (the former CPU fallback) does not train like one process with 2B."""
     ranks = _two_processes(tmp_path, 'BN')
@@ -268,6 +270,7 @@ def _tiny_batch_body(rank, world):
     return model(x)[3].detach()  # stage 4 is 1x1: 1 value per process, 2 in all
 
 
+@pytest.mark.slow  # a distributed run: two spawned gloo processes
 def test_sync_bn_batch_of_one_per_process(tmp_path):
     """The min-size check counts a synchronised BN's values over all processes: 2 x (1 image of 32 px) trains
     (a 1x1 last map holds 2 values per channel in all), and equals 1 process with both images and BN."""

@@ -28,6 +28,7 @@ INDUCTOR = pytest.param('inductor', marks=[pytest.mark.slow, pytest.mark.skipif(
     os.environ.get('DGMN_MM_TEST_INDUCTOR') != '1', reason='set DGMN_MM_TEST_INDUCTOR=1 (about 10 min on 2 cores)')])
 
 
+@pytest.mark.slow  # torch.compile of the whole backbone (aot_eager)
 @pytest.mark.parametrize('backend', ['aot_eager', INDUCTOR])
 def test_compile_fullgraph_eval_matches_eager(backend):
     torch._dynamo.reset()

@@ -176,6 +176,7 @@ def test_flop_formula():
     assert sa.dgmn2_attention_flops(N, C, h) == expected
 
 
+@pytest.mark.slow  # the benchmark tool in a subprocess
 def test_benchmark_quick(tmp_path):
     out = tmp_path / 'bench'
     cmd = [sys.executable, os.path.join(REPO, 'tools', 'analysis_tools', 'benchmark_attention.py'), '--quick',

@@ -199,6 +199,7 @@ print(max(float((x - y).abs().max() / max(1., float(x.abs().max()))) for x, y in
 '''
 
 
+@pytest.mark.slow  # a fresh process running the Triton interpreter
 def test_triton_backend_in_the_interpreter():
     """DGMN_MM_ATTN_BACKEND=triton on CPU runs the Triton kernels under TRITON_INTERPRET=1 (own process:
     the interpreter must be chosen before the kernels are imported)."""
@@ -264,6 +265,19 @@ def test_mmengine_flop_analyzer_counts_the_operators():
     assert info['flops'] == total
 
 
+def test_env_report_in_process(capsys, monkeypatch):
+    """The report of ``python -m dgmn_mm.env`` (its ``main``), in this process."""
+    from dgmn_mm import env
+    monkeypatch.setenv(ob.ENV_VAR, 'torch')
+    assert env.main() == 0
+    out = capsys.readouterr().out
+    for name in env.PACKAGES:
+        assert any(line.split()[0] == name for line in out.splitlines()), name
+    assert 'attention backend (cpu)      torch' in out
+    assert 'attention backend (cuda)     torch' in out
+
+
+@pytest.mark.slow  # the same report from ``python -m dgmn_mm.env`` in a fresh process
 def test_env_report():
     proc = subprocess.run([sys.executable, '-m', 'dgmn_mm.env'], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, DGMN_MM_ATTN_BACKEND='torch'))

@@ -193,6 +193,7 @@ torch.save((out,) + tuple(tsa.sampled_attention_bwd(gout, qkv, walk, attn, H, W,
 '''
 
 
+@pytest.mark.slow  # a fresh process with TRITON_INTERPRET=1
 def test_under_triton_interpret_env(tmp_path):
     B, H, W, nh, d = 1, 4, 5, 2, 4
     qkv, walk, pos, gout = _inputs(B, H, W, nh, d, walk_std=2., seed=4)

@@ -250,6 +250,7 @@ def test_demo_configs_build_and_run(path, scope, demo_data):
 
 
 # ------------------------------------------------------------------------------------------ tools
+@pytest.mark.slow  # the demo-data CLI in two subprocesses
 def test_make_demo_data_cli(tmp_path):
     out = tmp_path / 'cli'
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'make_demo_data.py'), '--out', str(out), '--seed', '0',
@@ -261,6 +262,7 @@ def test_make_demo_data_cli(tmp_path):
     assert second.returncode == 0 and 'skipping' in second.stdout
 
 
+@pytest.mark.slow  # the demo: training and testing in subprocesses
 def test_demo_quick_end_to_end(tmp_path):
     work_dir, data_root = tmp_path / 'work', tmp_path / 'data'
     proc = subprocess.run(

@@ -106,6 +106,7 @@ def test_drawn_nodes_are_the_samplers(vis, monkeypatch, tmp_path):
     assert (tmp_path / 'n.png').stat().st_size > 10000
 
 
+@pytest.mark.slow  # the visualisation tool end to end on the photo
 def test_visualize_cli_on_photo(vis, photo, tmp_path):
     out = tmp_path / 'nodes.png'
     path, stages = vis.main([str(ROOT / 'configs/mmpretrain/demo/dgmn2-tiny_synthetic.py'), '--img', photo,

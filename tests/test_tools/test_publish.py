@@ -83,6 +83,7 @@ def _load_in_fresh_process(path):
         raise pickle.UnpicklingError(res.stderr[-500:])
 
 
+@pytest.mark.slow  # the publish CLI in a subprocess
 def test_publish_tool_cli_and_bare_state_dict(tmp_path):
     src = tmp_path / 'sd.pth'
     torch.save({'w': torch.arange(3.)}, src)

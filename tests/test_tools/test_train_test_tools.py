@@ -67,6 +67,7 @@ def trained(data_root, tmp_path_factory):
     return work_dir, ckpt
 
 
+@pytest.mark.slow  # tools/train.py in a subprocess (module fixture)
 def test_train_writes_a_weights_only_checkpoint(trained):
     work_dir, ckpt = trained
     log = _log_text(work_dir)
@@ -76,6 +77,7 @@ def test_train_writes_a_weights_only_checkpoint(trained):
     assert 'stages.0.patch_embed' in ''.join(state['state_dict'])
 
 
+@pytest.mark.slow  # tools/train.py and tools/test.py in subprocesses
 def test_test_tool_on_the_saved_checkpoint(trained, data_root, tmp_path):
     _, ckpt = trained
     out_file = str(tmp_path / 'preds.pkl')
@@ -88,6 +90,7 @@ def test_test_tool_on_the_saved_checkpoint(trained, data_root, tmp_path):
     assert len(preds) == 2 and all('pred_score' in p for p in preds)
 
 
+@pytest.mark.slow  # tools/dist_train.sh: two gloo ranks resume training
 def test_dist_train_resumes_on_two_gloo_ranks(trained, data_root):
     """tools/dist_train.sh CONFIG 2 --resume: two CPU ranks (gloo) continue the single-process run."""
     work_dir, ckpt = trained

@@ -176,6 +176,7 @@ def test_every_official_imagenet_key_maps_to_one_of_ours(arch):
     assert set(convert_to_official_state_dict(converted)) == set(shapes)
 
 
+@pytest.mark.slow  # the converter CLI in a subprocess
 def test_cli_converts_and_the_backbone_init_takes_official_files_of_any_kind(tmp_path):
     from mmengine.registry import MODELS
     official = fake_official('imagenet', 'tiny', seed=3)
@@ -235,6 +236,7 @@ def assert_nothing_written(directory, before):
     assert sorted(os.listdir(directory)) == before
 
 
+@pytest.mark.slow  # the converter CLI in nine subprocesses
 def test_converter_refuses_bad_files_with_one_line(tmp_path):
     good, files = bad_files(tmp_path)
     out_dir = tmp_path / 'out'
@@ -265,6 +267,7 @@ def test_converter_refuses_bad_files_with_one_line(tmp_path):
     assert os.listdir(out_dir) == [] and sorted(p.name for p in tmp_path.iterdir() if p.name.endswith('.tmp')) == []
 
 
+@pytest.mark.slow  # the converter CLI in two subprocesses
 def test_converter_refuses_unknown_keys(tmp_path):
     official = fake_official('mmdet_retinanet_heads', 'tiny')
     official['backbone.block1.0.attn.extra.weight'] = torch.zeros(1)

@@ -194,6 +194,7 @@ def test_folder_datasets(tmp_path):
         check_data_cfg(cfg)
 
 
+@pytest.mark.slow  # tools/train.py in a subprocess
 def test_train_tool_names_the_empty_annotation_file(tmp_path):
     """End to end: tools/train.py stops before building anything, naming the 0-byte file."""
     import subprocess

@@ -202,21 +202,14 @@ def training_data(codebase, path):
 # ------------------------------------------------------------------------------------------------------
 # Measurement (dgmn_mm.analysis, as tools/analysis_tools/get_flops.py), with the cache
 # ------------------------------------------------------------------------------------------------------
-def model_keys(path):
-    """(key, legacy key) of a config: a hash of its merged ``model`` section.
-
-    The key hashes the section as JSON with sorted keys, so that moving blocks between ``_base_`` files
-    (which changes the order of the merged dict, not its content) keeps the cached measurements. The legacy
-    key (a hash of the section's ``repr``, order-dependent) is still accepted for entries written before."""
+def model_key(path):
+    """A hash of the config's merged ``model`` section, as JSON with sorted keys: moving blocks between
+    ``_base_`` files (which changes the order of the merged dict, not its content) keeps the cached
+    measurements."""
     from dgmn_mm.analysis import load_config
     model = load_config(osp.join(ROOT, path)).model
     text = json.dumps(model.to_dict(), sort_keys=True, default=str)
-    legacy = model.__repr__()
-    return tuple(hashlib.sha256(t.encode()).hexdigest()[:16] for t in (text, legacy))
-
-
-def model_key(path):
-    return model_keys(path)[0]
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def measure(path, flops=True):
@@ -252,10 +245,8 @@ def save_cache(cache):
 
 
 def stats_for(path, cache, flops=True, recompute=False):
-    key, legacy = model_keys(path)
+    key = model_key(path)
     hit = cache.get(path)
-    if hit and hit.get('key') == legacy:
-        hit['key'] = key
     if hit and hit.get('key') == key and not recompute and (
             hit.get('flops') is not None or not flops or hit.get('flops_failed')):
         return hit

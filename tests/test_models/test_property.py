@@ -34,6 +34,11 @@ except ImportError:  # no backend switch in this version
 _MODELS = {}
 
 
+@pytest.mark.cpp_kernel  # without the kernel: SKIPPED with the import error (the examples draw cpp only when built)
+def test_property_tests_draw_the_cpp_backend():
+    assert 'cpp' in BACKENDS and _backend.load_extension() is not None
+
+
 def _dgmn2(strides, impl):
     key = (strides, impl)
     if key not in _MODELS:

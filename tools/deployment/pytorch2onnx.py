@@ -22,10 +22,13 @@ writing a graph that is only right at the traced size.
 
 ``--verify`` runs the file with onnxruntime (CPU) at the export shape and, with ``--dynamic``, at the
 ``--verify-shapes`` (default: two other sizes, one of them odd), prints the largest absolute difference to
-PyTorch for each and exits with status 1 when one exceeds ``--tolerance``. Without ``--verify`` a
-``--dynamic`` export is still checked at one other (odd) size and removed with an error if it differs (measured:
-mmseg's FPN head exported with dynamic sizes differs by 0.04-0.1 at other sizes; export segmentors
-statically).
+PyTorch for each and exits with status 1 when one exceeds ``--tolerance``. Without ``--verify`` the file is
+still checked at the export size (a ``--dynamic`` one also at one other, odd size) and removed with an error
+if it differs.
+
+mmseg models: while exporting, mmseg's ``resize`` is called with ``warning=False`` and mmseg's ``Upsample``
+computes its output size in integer arithmetic (both would otherwise turn a dynamic size into the traced
+number); see ``docs/deployment.md``.
 """
 import argparse
 import contextlib
@@ -153,6 +156,41 @@ def _mmseg_resize_without_warning():
             m.resize = original
 
 
+@contextlib.contextmanager
+def _mmseg_upsample_symbolic_size():
+    """mmseg's ``Upsample`` (the scale heads of the Semantic FPN head) computes its output size as
+    ``int(h * scale_factor)``. Under ``torch.export`` ``int()`` of a symbolic size times a float is recorded
+    as the traced number, without an error: a dynamic graph then upsamples every input to the traced size
+    (measured: the Semantic FPN head 0.02-0.17 off at other sizes). While exporting, a factor that is an
+    integer or a fraction with a power-of-two denominator <= 2 ** 16 (2.0, 0.5, 1.5, ...) is applied in
+    integer arithmetic, ``h * num // den``, which is the same number for every h and stays symbolic; other
+    factors keep mmseg's code."""
+    try:
+        from mmseg.models.utils import wrappers
+    except ImportError:
+        yield
+        return
+    cls = wrappers.Upsample
+    original = cls.forward
+
+    @functools.wraps(original)
+    def forward(self, x):
+        if self.size or not self.scale_factor:
+            return original(self, x)
+        factors = self.scale_factor if isinstance(self.scale_factor, tuple) else (self.scale_factor, ) * 2
+        ratios = [float(f).as_integer_ratio() for f in factors]
+        if len(ratios) != 2 or any(den > 2 ** 16 for _, den in ratios):
+            return original(self, x)
+        size = [t * num // den for t, (num, den) in zip(x.shape[-2:], ratios)]
+        return wrappers.resize(x, size, None, self.mode, self.align_corners, warning=False)
+
+    cls.forward = forward
+    try:
+        yield
+    finally:
+        cls.forward = original
+
+
 def dynamic_input_dims(onnx_file: str) -> List[bool]:
     """Which dims of the first graph input are symbolic in the saved file."""
     import onnx
@@ -175,7 +213,7 @@ def export(module: nn.Module, shape: Sequence[int], out: str, dynamic: bool = Fa
         Dim = torch.export.Dim
         kwargs['dynamic_shapes'] = ({0: Dim('batch', min=1, max=1024), 2: Dim('height', min=8, max=8192),
                                      3: Dim('width', min=8, max=8192)}, )
-    with torch.no_grad(), _mmseg_resize_without_warning():
+    with torch.no_grad(), _mmseg_resize_without_warning(), _mmseg_upsample_symbolic_size():
         program = torch.onnx.export(module, (x, ), dynamo=True, opset_version=opset, verbose=False, **kwargs)
     program.save(out)
     if dynamic:

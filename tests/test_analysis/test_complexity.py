@@ -137,3 +137,29 @@ def test_format_result_conventions():
     assert 'By operator' not in format_result(res)
     with pytest.raises(ValueError, match="convention must be 'impl' or 'paper'"):
         format_result(res, 'fvcore')
+
+
+@pytest.mark.slow
+def test_library_needs_no_codebase():
+    """dgmn_mm.analysis imports and counts a bare backbone with mmdet, mmseg and mmpretrain blocked."""
+    import os
+    import subprocess
+    import sys
+    code = '''
+import sys
+for name in ('mmdet', 'mmseg', 'mmpretrain'):
+    sys.modules[name] = None  # import blocked: behaves as not installed
+import torch
+from dgmn_mm.analysis import count_flops, model_kind
+from dgmn_mm.models.backbones.dgmn2 import DGMN2
+model = DGMN2(arch='tiny', strides=(4, 2, 2, 2)).eval()
+res = count_flops(model, torch.randn(1, 3, 32, 32))
+print('KIND', model_kind(model), 'PARAMS', res['params'], 'POSITIVE', res['impl'] > 0)
+'''
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = sum(p.numel() for p in DGMN2(arch='tiny', strides=(4, 2, 2, 2)).parameters())
+    assert f'KIND other PARAMS {params} POSITIVE True' in proc.stdout

@@ -75,7 +75,7 @@ __all__ = [
     'get_flops', 'format_result'
 ]
 
-# Table 6 of the paper (ImageNet, 224 x 224): params (M) and GFLOPs
+# Table 6 of the TPAMI 2022 paper (ImageNet, 224 x 224): params (M) and GFLOPs
 PAPER_TABLE6 = {'tiny': (12.1, 2.3), 'small': (21.0, 4.3), 'medium': (35.8, 7.1), 'large': (48.3, 10.4)}
 # fvcore's count of the official model (github fudan-zvg/DGMN2) at 224 x 224, GFLOPs
 FVCORE_OFFICIAL = {'tiny': 2.32, 'small': 4.29, 'medium': 7.24, 'large': 10.54}

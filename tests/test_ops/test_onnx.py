@@ -132,7 +132,7 @@ def _load_tool():
     return mod
 
 
-# a small DGMN2 classifier (one block per stage, narrow): its export takes seconds
+# a small DGMN2 classifier (one block per stage, narrow), built by the tool from this config
 SMALL_CLASSIFIER_CFG = """
 custom_imports = dict(imports=['dgmn_mm'], allow_failed_imports=False)
 default_scope = 'mmpretrain'

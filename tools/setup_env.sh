@@ -18,6 +18,10 @@ mkdir -p "$WHEELS"
 # our own wheel cache is looked at first; the user's PIP_FIND_LINKS (if any) after it
 export PIP_FIND_LINKS="$WHEELS${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
 
+# setuptools: >=77 for the pyproject metadata, <80 because setuptools 80 turned `setup.py develop` into a PEP 660
+# install (see the dgmn_mm step below); mmcv and mmengine import pkg_resources at run time (gone in 82)
+SETUPTOOLS='setuptools>=77,<80'
+
 log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 # has DIST==VERSION (VERSION may be a PEP 440 specifier set such as '>=77,<81')
@@ -50,11 +54,11 @@ else
   "${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
 fi
 
-if has setuptools '>=77,<81' && has wheel '>=0' && has ninja '>=0' && has numpy '>=1.24'; then
+if has setuptools "${SETUPTOOLS#setuptools}" && has wheel '>=0' && has ninja '>=0' && has numpy '>=1.24'; then
   log "build tools: present"
 else
-  log "installing build tools (setuptools>=77,<81, wheel, ninja, numpy)"
-  "${PIP[@]}" install -q "setuptools>=77,<81" wheel ninja numpy
+  log "installing build tools ($SETUPTOOLS, wheel, ninja, numpy)"
+  "${PIP[@]}" install -q "$SETUPTOOLS" wheel ninja numpy
 fi
 
 # mmcv imports mmengine: install it first so that the mmcv check below can import mmcv._ext
@@ -62,7 +66,7 @@ if has mmengine 0.10.7; then
   log "mmengine 0.10.7: present"
 else
   log "installing mmengine 0.10.7"
-  "${PIP[@]}" install -q mmengine==0.10.7 "torch==2.14.1" "setuptools>=77,<81"
+  "${PIP[@]}" install -q mmengine==0.10.7 "torch==2.14.1" "$SETUPTOOLS"
 fi
 
 mmcv_ok() { has mmcv 2.1.0 && "$PY" -c "import mmcv._ext" 2>/dev/null; }
@@ -110,18 +114,50 @@ has hypothesis '>=6' || need+=("hypothesis>=6")
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   # mmcv is already there: keep pip from touching it or torch
-  "${PIP[@]}" install -q "${need[@]}" "mmcv==2.1.0" "torch==2.14.1" "torchvision==0.29.1" "setuptools>=77,<81"
+  "${PIP[@]}" install -q "${need[@]}" "mmcv==2.1.0" "torch==2.14.1" "torchvision==0.29.1" "$SETUPTOOLS"
 else
   log "OpenMMLab packages: present"
 fi
 
-if has dgmn_mm '>=0' && (cd / && "$PY" -c "import dgmn_mm, sys; sys.exit(0 if dgmn_mm.__file__.startswith('$ROOT/') else 1)") 2>/dev/null; then
-  log "dgmn_mm (editable): present"
+# dgmn_mm itself, editable, as a setuptools "develop" install: the metadata (dgmn_mm.egg-info) stays in the work
+# tree and site-packages gets dgmn-mm.egg-link + an easy-install.pth line, the layout of OpenMMLab's own
+# `pip install -v -e .`. mim (openmim 0.3) finds a codebase at pkg_resources' location of the distribution +
+# the package name: here the repository, whose dgmn_mm/.mim links configs/, tools/ and model-index.yml, so
+# `mim search/train/test/run dgmn_mm` work. A PEP 660 editable install (`pip install -e .` with setuptools >= 64)
+# keeps the metadata in site-packages, where no dgmn_mm folder exists, and mim fails on it.
+# in_tree_with_mim: imported from this work tree, and mim's lookup lands on the same folder (checked outside it)
+in_tree_with_mim() {
+  (cd / && "$PY" - "$ROOT" <<'PYEOF'
+import os, sys, warnings
+warnings.simplefilter('ignore')
+import dgmn_mm
+from pkg_resources import get_distribution
+root = sys.argv[1]
+pkg = os.path.dirname(os.path.abspath(dgmn_mm.__file__))
+mim_pkg = os.path.join(get_distribution('dgmn_mm').location, 'dgmn_mm')
+ok = pkg == os.path.join(root, 'dgmn_mm') and os.path.isfile(os.path.join(mim_pkg, '.mim', 'model-index.yml')) \
+    and os.path.samefile(mim_pkg, pkg)
+sys.exit(0 if ok else 1)
+PYEOF
+  ) 2>/dev/null
+}
+if has dgmn_mm '>=0' && in_tree_with_mim; then
+  log "dgmn_mm (editable, develop): present"
 else
-  log "installing dgmn_mm (editable)"
-  "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+  if has dgmn_mm '>=0'; then
+    log "dgmn_mm: replacing the installed copy (another location or a PEP 660 editable install)"
+    "${PIP[@]}" uninstall -q -y dgmn_mm
+  fi
+  log "installing dgmn_mm (editable: setup.py develop, also builds the C++ kernel in place)"
+  mkdir -p "$ROOT/build"
+  if ! "$PY" setup.py -q develop --no-deps > "$ROOT/build/develop.log" 2>&1; then
+    log "setup.py develop failed (see build/develop.log): PEP 660 editable install instead (mim will not find it)"
+    "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+  fi
+  (cd / && "$PY" -c "import dgmn_mm, sys; sys.exit(0 if dgmn_mm.__file__.startswith('$ROOT/') else 1)") || {
+    echo "dgmn_mm was installed but 'import dgmn_mm' does not load $ROOT/dgmn_mm" >&2; exit 1; }
 fi
-# the C++/OpenMP kernel of the fast DGMN2 attention: setup.py builds it with the package (pip install -e above);
+# the C++/OpenMP kernel of the fast DGMN2 attention: setup.py builds it with the package (develop above);
 # rebuild in place (same extension, same flags) when it is missing or older than its source
 SO=$(ls "$ROOT"/dgmn_mm/ops/_sampled_attention_cpp*.so 2>/dev/null | head -1 || true)
 if [ -n "$SO" ] && [ ! "$ROOT/dgmn_mm/ops/csrc/sampled_attention.cpp" -nt "$SO" ]; then

@@ -61,8 +61,9 @@ def test_mim_locates_the_imported_package(installed, tmp_path):
     """mim's own lookup gives the folder ``import dgmn_mm`` loads, and the model index is in its .mim. In a
     fresh process outside the repository: pytest puts the repository (with its egg-info) on sys.path, which
     would hide a wrong install layout here."""
-    code = ('import dgmn_mm, os; from mim.utils import get_installed_path; '
-            "print(get_installed_path('dgmn_mm')); print(os.path.dirname(dgmn_mm.__file__))")
+    code = ('import importlib.util, os; from mim.utils import get_installed_path; '
+            "print(get_installed_path('dgmn_mm')); "
+            "print(os.path.dirname(importlib.util.find_spec('dgmn_mm').origin))")  # where `import` loads it from
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     res = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=dict(env, OMP_NUM_THREADS='1'),
                          capture_output=True, text=True, timeout=300)

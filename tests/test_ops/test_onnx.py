@@ -52,7 +52,7 @@ def test_linear_resize_rows_equals_interpolate():
     assert worst_fp32 <= 2e-5 and worst_exact <= 1e-6, (worst_fp32, worst_exact)
 
 
-@pytest.mark.parametrize('hw', [(2, 3), pytest.param((3, 5), marks=pytest.mark.slow)])
+@pytest.mark.parametrize('hw', [(2, 3), (3, 5)])
 def test_static_relpos_onnx_matches_pytorch(hw, tmp_path):
     """RelPos of a stage-4 attention (7 x 7 tables at 224, i.e. 15 rows) exported with a static size.
 

@@ -141,10 +141,11 @@ sys.exit(0 if ok else 1)
 PYEOF
   ) 2>/dev/null
 }
-if has dgmn_mm '>=0' && in_tree_with_mim; then
+if in_tree_with_mim; then
   log "dgmn_mm (editable, develop): present"
 else
-  if has dgmn_mm '>=0'; then
+  # (from /: the checkout's own dgmn_mm.egg-info is not an installation)
+  if (cd / && has dgmn_mm '>=0'); then
     log "dgmn_mm: replacing the installed copy (another location or a PEP 660 editable install)"
     "${PIP[@]}" uninstall -q -y dgmn_mm
   fi

@@ -152,8 +152,9 @@ else
   log "installing dgmn_mm (editable: setup.py develop, also builds the C++ kernel in place)"
   mkdir -p "$ROOT/build"
   if ! "$PY" setup.py -q develop --no-deps > "$ROOT/build/develop.log" 2>&1; then
-    log "setup.py develop failed (see build/develop.log): PEP 660 editable install instead (mim will not find it)"
-    "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"
+    log "setup.py develop failed (see build/develop.log): again without the C++ kernel (its build is retried below)"
+    DGMN_MM_BUILD_EXT=0 "$PY" setup.py -q develop --no-deps >> "$ROOT/build/develop.log" 2>&1 || {
+      echo "setup.py develop failed: see $ROOT/build/develop.log" >&2; exit 1; }
   fi
   (cd / && "$PY" -c "import dgmn_mm, sys; sys.exit(0 if dgmn_mm.__file__.startswith('$ROOT/') else 1)") || {
     echo "dgmn_mm was installed but 'import dgmn_mm' does not load $ROOT/dgmn_mm" >&2; exit 1; }

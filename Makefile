@@ -14,9 +14,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
-# everything but the slow marks (config smoke runs, whole-table checks, subprocess benchmarks, the demo)
+# everything but the slow marks (config smoke runs, whole-table checks, subprocess runs, benchmarks, the demo);
+# one OpenMP thread: the fast tests use small tensors, where a second thread costs more than it gives
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow" $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf work_dirs build/mmcv .pytest_cache

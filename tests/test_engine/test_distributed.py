@@ -126,13 +126,36 @@ def _max_diff(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
 
 
+@pytest.fixture(scope='module')
+def rounding_floor():
+    """Per weight, how far one process's training moves it when the input moves by one rounding step
+    (x * (1 + 2**-23)): the walks' bilinear sampling has kinks at integer positions, so a change in the last
+    bit can flip a sample across one and move the stem's weights by ~3e-4 after 3 SGD steps (measured); the
+    other weights move by < 1e-5. A distributed run can only be expected to agree to this floor."""
+    torch.set_num_threads(1)
+    xs, ys = _data()
+    states = []
+    for scale in (1.0, 1.0 + 2**-23):
+        model = _Net('BN').train()
+        _train(model, xs * scale, ys)
+        states.append(model.state_dict())
+    return {k: (states[0][k].double() - states[1][k].double()).abs().max().item()
+            for k in states[0] if states[0][k].is_floating_point()}
+
+
 @pytest.mark.slow  # a distributed run: two spawned gloo processes
-def test_gloo_sync_bn_two_processes_equal_one_process(tmp_path, single_process):
+def test_gloo_sync_bn_two_processes_equal_one_process(tmp_path, single_process, rounding_floor):
     ranks = _two_processes(tmp_path, 'GlooSyncBN')
+    state = single_process['state']
     for r in ranks:
-        assert r['state'].keys() == single_process['state'].keys()  # same keys as BN / SyncBN
+        assert r['state'].keys() == state.keys()  # same keys as BN / SyncBN
         torch.testing.assert_close(r['losses'], single_process['losses'], rtol=0, atol=1e-5)
-        assert _max_diff(r['state'], single_process['state']) < 1e-5  # weights and running statistics
+        # weights and running statistics: 1e-5, or 3x the rounding floor where one process alone moves more
+        far = {k: d for k in state if state[k].is_floating_point()
+               for d in [(r['state'][k].double() - state[k].double()).abs().max().item()]
+               if d > max(1e-5, 3 * rounding_floor[k])}
+        assert not far, far
+    assert sum(d > 1e-5 for d in rounding_floor.values()) <= 8  # the floor is the stem's, not everywhere
     assert int(ranks[0]['state']['head_norm.num_batches_tracked']) == STEPS
 
 

@@ -129,9 +129,9 @@ def _max_diff(a, b):
 @pytest.fixture(scope='module')
 def rounding_floor():
     """Per weight, how far one process's training moves it when the input moves by one rounding step
-    (x * (1 + 2**-23)): the walks' bilinear sampling has kinks at integer positions, so a change in the last
-    bit can flip a sample across one and move the stem's weights by ~3e-4 after 3 SGD steps (measured); the
-    other weights move by < 1e-5. A distributed run can only be expected to agree to this floor."""
+    (x * (1 + 2**-23)): the forward has kinks (bilinear sampling at integer positions, ReLU), and a change in
+    the last bit moves the stem's weights by ~3e-4 after 3 SGD steps (measured, with either attention
+    backend); the other weights move by < 1e-5. A distributed run can only be expected to agree to this floor."""
     torch.set_num_threads(1)
     xs, ys = _data()
     states = []

@@ -71,8 +71,8 @@ from mmengine.registry import MODELS, init_default_scope
 
 __all__ = [
     'PAPER_TABLE6', 'FVCORE_OFFICIAL', 'DEFAULT_SHAPES', 'CATEGORIES', 'einsum_macs_jit', 'grid_sampler_jit',
-    'load_config', 'build_model', 'model_kind', 'padded_shape', 'make_inputs', 'input_shape', 'count_flops',
-    'get_flops', 'format_result'
+    'load_config', 'drop_pretrained', 'build_model', 'model_kind', 'padded_shape', 'make_inputs', 'input_shape',
+    'count_flops', 'get_flops', 'format_result'
 ]
 
 # Table 6 of the TPAMI 2022 paper (ImageNet, 224 x 224): params (M) and GFLOPs
@@ -132,8 +132,9 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def _drop_pretrained(obj):
-    """Remove every ``init_cfg`` of type 'Pretrained' (weights need not exist to count or to time)."""
+def drop_pretrained(obj):
+    """Remove, in place, every ``init_cfg`` of type 'Pretrained' and every ``pretrained`` path from a model
+    config (nested dicts and lists): weights need not exist to count, time or export a model."""
     if isinstance(obj, dict):
         init_cfg = obj.get('init_cfg')
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
@@ -141,10 +142,10 @@ def _drop_pretrained(obj):
         if obj.get('pretrained') is not None and isinstance(obj.get('pretrained'), str):
             obj['pretrained'] = None
         for v in obj.values():
-            _drop_pretrained(v)
+            drop_pretrained(v)
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            _drop_pretrained(v)
+            drop_pretrained(v)
 
 
 def build_model(cfg: Config, init: bool = True) -> nn.Module:
@@ -156,7 +157,7 @@ def build_model(cfg: Config, init: bool = True) -> nn.Module:
     import dgmn_mm  # noqa: F401  (registers DGMN2 and the necks)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = copy.deepcopy(cfg.model)
-    _drop_pretrained(model_cfg)
+    drop_pretrained(model_cfg)
     model = MODELS.build(model_cfg)
     if init:
         logger = MMLogger.get_current_instance()

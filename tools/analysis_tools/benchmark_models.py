@@ -4,20 +4,9 @@
     python tools/analysis_tools/benchmark_models.py --models retinanet --runs 3
     python tools/analysis_tools/benchmark_models.py --quick                 # tiny sizes, seconds
 
-Users pick a detector or a segmentor, not a backbone. Each pair below is one model with two backbones:
-DGMN2-Tiny (``DGMN2``, the project's config) and PVTv2-b1 (mmdet's ``PyramidVisionTransformerV2`` with
-embed_dims 64, depths 2/2/2/2, heads 1/2/5/8, MLP ratios 8/8/4/4, sr_ratios 8/4/2/1: the same widths,
-depths and MLP ratios as DGMN2-Tiny). Necks and heads are identical within a pair.
-
-* ``retinanet``: ``configs/mmdet/dgmn2/retinanet_dgmn2-tiny_fpn_1x_coco.py`` vs mmdet's own
-  ``mmdet::pvt/retinanet_pvtv2-b1_fpn_1x_coco.py``;
-* ``mask-rcnn``: ``configs/mmdet/dgmn2/mask-rcnn_dgmn2-tiny_fpn_1x_coco.py`` vs the same config with the
-  backbone replaced by PVTv2-b1 (mmdet ships no Mask R-CNN PVTv2 config; drop path 0.1 as in the DGMN2
-  config);
-* ``semantic-fpn``: ``configs/mmseg/dgmn2/fpn_dgmn2-tiny_4xb2-40k_cityscapes-769x769.py`` vs the same
-  config with the backbone replaced by ``mmdet.PyramidVisionTransformerV2`` b1 (mmseg has no PVTv2).
-
-No weights and no dataset are read ('Pretrained' init_cfgs are dropped; SyncBN -> BN on CPU).
+Each pair is one model with two backbones, DGMN2-Tiny and PVTv2-b1 (mmdet's ``PyramidVisionTransformerV2``,
+the same widths, depths and MLP ratios): ``retinanet``, ``mask-rcnn``, ``semantic-fpn``; which configs they
+are is described in :mod:`dgmn_mm.analysis.model_benchmark`. No weights and no dataset are read.
 
 * **inference** (``--infer-shape``, default 800 x 1333 for the detectors = COCO's test scale, and one
   769 x 769 crop for Semantic FPN = the Cityscapes crop; batch 1): the network forward (backbone + neck +

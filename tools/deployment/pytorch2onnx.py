@@ -49,19 +49,6 @@ import torch.nn as nn
 # ------------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------------
-def _drop_pretrained(obj):
-    if isinstance(obj, dict):
-        if isinstance(obj.get('init_cfg'), dict) and obj['init_cfg'].get('type') == 'Pretrained':
-            obj['init_cfg'] = None
-        if isinstance(obj.get('pretrained'), str):
-            obj['pretrained'] = None
-        for v in obj.values():
-            _drop_pretrained(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _drop_pretrained(v)
-
-
 def build_model(config: str, checkpoint: str = None, cfg_options: dict = None) -> nn.Module:
     """The config's model in eval mode (SyncBN -> BN), weights from ``checkpoint`` when given (otherwise
     its random initialisation; 'Pretrained' init_cfgs are ignored)."""
@@ -76,7 +63,8 @@ def build_model(config: str, checkpoint: str = None, cfg_options: dict = None) -
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model_cfg = copy.deepcopy(cfg.model)
-    _drop_pretrained(model_cfg)
+    from dgmn_mm.analysis.complexity import drop_pretrained
+    drop_pretrained(model_cfg)
     model = MODELS.build(model_cfg)
     logger = MMLogger.get_current_instance()
     level = logger.level

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
+from ...ops.linear import linear, onednn_linear, onednn_linear_applies
 from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
                              slot_rows)
 from ..layers.node_sampling import sample_nodes
@@ -172,16 +173,29 @@ class DGMN2Attention(nn.Module):
 
 
 class FFN(nn.Module):
-    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv)."""
+    """Transformer feed-forward: fc1 -> GELU -> dropout -> fc2 -> dropout (no depth-wise conv).
 
-    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.):
+    Args:
+        embed_dims (int): C.
+        hidden_dims (int): r C.
+        drop (float): dropout rate. Defaults to 0.
+        onednn (bool): run the two Linears through oneDNN on fp32 CPU tensors (:mod:`dgmn_mm.ops.linear`);
+            the fast path's blocks set it. Same parameters and results (to fp32 summation order).
+            Defaults to False (``nn.Linear``).
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0., onednn: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
+        self.onednn = onednn
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.onednn:
+            h = self.drop(self.act(linear(x, self.fc1.weight, self.fc1.bias)))
+            return self.drop(linear(h, self.fc2.weight, self.fc2.bias))
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
@@ -197,21 +211,30 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
     ``gelu_backward``, ``native_layer_norm_backward``), so outputs and the input gradient are those of the
     plain form; weight gradients are sums of per-chunk products (summation order differs, ~1e-7 relative).
 
-    Inputs: x2d (M, C) contiguous, LN weight/bias, fc1 weight/bias, fc2 weight/bias, eps, chunk (rows).
+    With ``onednn`` (the fast path, fp32 on CPU) the products that MKL's ``addmm`` / ``mm`` would compute
+    in the forward and for the input gradients run through oneDNN instead (:mod:`dgmn_mm.ops.linear`, bias
+    added in the GEMM); weight gradients stay ``addmm_``. The values differ from the plain form's by the
+    summation order of the products (~1e-7 relative).
+
+    Inputs: x2d (M, C) contiguous, LN weight/bias, fc1 weight/bias, fc2 weight/bias, eps, chunk (rows),
+    onednn (bool).
     """
 
     @staticmethod
-    def forward(ctx, x2d, ln_w, ln_b, w1, b1, w2, b2, eps: float, chunk: int):
+    def forward(ctx, x2d, ln_w, ln_b, w1, b1, w2, b2, eps: float, chunk: int, onednn: bool = False):
         C = x2d.shape[1]
         y = torch.empty_like(x2d)
         for s in range(0, x2d.shape[0], chunk):
             xc, yc = x2d[s:s + chunk], y[s:s + chunk]
             ln = torch.native_layer_norm(xc, (C, ), ln_w, ln_b, eps)[0]
+            if onednn:
+                torch.add(onednn_linear(F.gelu(onednn_linear(ln, w1, b1)), w2, b2), xc, out=yc)
+                continue
             h = F.gelu(torch.addmm(b1, ln, w1.t()))
             torch.addmm(b2, h, w2.t(), out=yc)
             yc.add_(xc)  # x + ffn(LN(x)) (a + b == b + a in floating point)
         ctx.save_for_backward(x2d, ln_w, ln_b, w1, b1, w2, b2)
-        ctx.eps, ctx.chunk = eps, chunk
+        ctx.eps, ctx.chunk, ctx.onednn = eps, chunk, onednn
         return y
 
     @staticmethod
@@ -219,6 +242,11 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
     def backward(ctx, gy):
         x2d, ln_w, ln_b, w1, b1, w2, b2 = ctx.saved_tensors
         eps, chunk, C = ctx.eps, ctx.chunk, x2d.shape[1]
+        if ctx.onednn:  # h = LN(x) W1^T + b1, g W2, g_h W1
+            fc1, g_fc2, g_fc1 = (lambda a: onednn_linear(a, w1, b1), lambda g: onednn_linear(g, w2.t(), None),
+                                 lambda g: onednn_linear(g, w1.t(), None))
+        else:
+            fc1, g_fc2, g_fc1 = lambda a: torch.addmm(b1, a, w1.t()), lambda g: g.mm(w2), lambda g: g.mm(w1)
         need = ctx.needs_input_grad
         gy = gy.contiguous()
         gx = torch.empty_like(x2d) if need[0] else None
@@ -228,18 +256,18 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
         for s in range(0, x2d.shape[0], chunk):
             xc, g = x2d[s:s + chunk], gy[s:s + chunk]
             ln, mean, rstd = torch.native_layer_norm(xc, (C, ), ln_w, ln_b, eps)
-            h = torch.addmm(b1, ln, w1.t())
+            h = fc1(ln)
             if gw2 is not None:
                 gw2.addmm_(g.t(), F.gelu(h))
             if gb2 is not None:
                 gb2 += g.sum(0)
-            gh = torch.ops.aten.gelu_backward(g.mm(w2), h)
+            gh = torch.ops.aten.gelu_backward(g_fc2(g), h)
             if gw1 is not None:
                 gw1.addmm_(gh.t(), ln)
             if gb1 is not None:
                 gb1 += gh.sum(0)
             if any(mask):
-                gxc, gw, gb = torch.ops.aten.native_layer_norm_backward(gh.mm(w1), xc, (C, ), mean, rstd, ln_w,
+                gxc, gw, gb = torch.ops.aten.native_layer_norm_backward(g_fc1(gh), xc, (C, ), mean, rstd, ln_w,
                                                                         ln_b, mask)
                 if gx is not None:
                     torch.add(gxc, g, out=gx[s:s + chunk])  # the LN branch + the residual
@@ -247,7 +275,7 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
                     g_lnw += gw
                 if g_lnb is not None:
                     g_lnb += gb
-        return gx, g_lnw, g_lnb, gw1, gb1, gw2, gb2, None, None
+        return gx, g_lnw, g_lnb, gw1, gb1, gw2, gb2, None, None, None
 
 
 class DGMN2Block(nn.Module):
@@ -275,7 +303,7 @@ class DGMN2Block(nn.Module):
         self.attn = DGMN2Attention(embed_dims, num_heads, feat_size, qkv_bias, attn_drop, drop,
                                    relpos_mode, attn_impl)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.ffn = FFN(embed_dims, int(embed_dims * mlp_ratio), drop)
+        self.ffn = FFN(embed_dims, int(embed_dims * mlp_ratio), drop, onednn=attn_impl == 'fast')
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def _forward(self, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor:
@@ -284,8 +312,8 @@ class DGMN2Block(nn.Module):
             B, N, C = x.shape
             n, f = self.norm2, self.ffn
             return _ChunkedNormFFNResidual.apply(x.reshape(B * N, C), n.weight, n.bias, f.fc1.weight, f.fc1.bias,
-                                                 f.fc2.weight, f.fc2.bias, n.eps,
-                                                 self.train_chunk_tokens).view(B, N, C)
+                                                 f.fc2.weight, f.fc2.bias, n.eps, self.train_chunk_tokens,
+                                                 f.onednn and onednn_linear_applies(x, f.fc1.weight)).view(B, N, C)
         return x + self.drop_path(self.ffn(self.norm2(x)))
 
     def _chunked_ffn_applies(self, x: Tensor) -> bool:

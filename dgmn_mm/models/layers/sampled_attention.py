@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ...ops import backend as _backend
 from .buffer_cache import cached_linear
+from ...ops.linear import linear
 from ...ops.geometry import NUM_SAMPLES, combine_relpos, relpos_rows_pair
 from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
@@ -132,13 +133,16 @@ def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor
     drop = module.attn_drop if (module.training and module.attn_drop.p > 0) else None
     exporting = torch.onnx.is_in_onnx_export()
     # (B, N, 3C), autocast may make it low precision; without autograd it reuses one buffer (no fresh pages)
-    qkv = cached_linear(module.qkv, x, 'dgmn2_attention.qkv')
+    if torch.is_grad_enabled() and (x.requires_grad or module.qkv.weight.requires_grad):
+        qkv = linear(x, module.qkv.weight, module.qkv.bias)  # oneDNN on fp32 CPU (dgmn_mm.ops.linear)
+    else:
+        qkv = cached_linear(module.qkv, x, 'dgmn2_attention.qkv')
     with torch.autocast(device_type=x.device.type, enabled=False):
         # walks and sampling in fp32 (or the input dtype when it is wider)
         cdtype = torch.promote_types(qkv.dtype, torch.float32)
         xw = x.to(cdtype).reshape(B, N, nh, d)
-        walk = F.linear(xw, module.walk.weight.to(cdtype),
-                        None if module.walk.bias is None else module.walk.bias.to(cdtype))  # (B, N, h, 2K)
+        walk = linear(xw, module.walk.weight.to(cdtype),
+                      None if module.walk.bias is None else module.walk.bias.to(cdtype))  # (B, N, h, 2K)
         qkv32 = qkv.to(cdtype).contiguous()
         if drop is not None or exporting:
             q = qkv32.view(B, H, W, 3, nh, d)[:, :, :, 0].permute(0, 3, 1, 2, 4)  # (B, h, H, W, d) view
@@ -155,4 +159,4 @@ def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor
             rel = module.rel_pos
             pos = relpos(qkv32, rel.rel_width, rel.rel_height, (H, W), nh, rel.mode).to(cdtype)
             out = sampled_attention(qkv32, walk, pos, (H, W), nh, module.scale)
-    return module.proj_drop(module.proj(out))
+    return module.proj_drop(linear(out, module.proj.weight, module.proj.bias))

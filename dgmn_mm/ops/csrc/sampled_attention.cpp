@@ -27,7 +27,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports _mm512_shuffle_f32x4's internal _mm512_undefined_ps() as "may be used uninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
 
 namespace {
 
@@ -90,10 +99,60 @@ inline T dot(const T* __restrict a, const T* __restrict b, int64_t d_rt) {
   T acc = T(0);
   if constexpr (D == 0 || D % kLanes != 0)  // (no remainder for a compile-time multiple of kLanes)
     for (; c < d; ++c) acc += a[c] * b[c];
-  for (int w = kLanes / 2; w > 0; w /= 2)  // pairwise reduction of the lanes
-    for (int l = 0; l < w; ++l) part[l] += part[l + w];
+  // pairwise reduction of the lanes (written out: a loop over the widths is not unrolled by the compiler,
+  // which then reduces through memory one scalar at a time)
+  static_assert(kLanes == 16, "the reduction below is written for 16 lanes");
+#pragma GCC unroll 8
+  for (int l = 0; l < 8; ++l) part[l] += part[l + 8];
+#pragma GCC unroll 4
+  for (int l = 0; l < 4; ++l) part[l] += part[l + 4];
+  part[0] += part[2];
+  part[1] += part[3];
+  part[0] += part[1];
   return acc + part[0];
 }
+
+#if defined(__AVX512F__)
+// AVX-512 path of dot() for fp32 and a compile-time d that is a multiple of 16: the 16 partial sums are
+// one register, and several dots are reduced together with shuffles in the same pairwise order as dot()
+// (lanes l + 8, then l + 4, l + 2, l + 1, then 0 + the sum as dot's empty remainder), so the results are
+// bit-identical to dot(). dot() reduces lane by lane in scalar code; the backward takes 8 dots per tap.
+constexpr bool kSimdDots = true;
+
+template <int D>
+inline __m512 dot_lanes(const __m512* a, const float* __restrict b) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int c = 0; c < D / 16; ++c) acc = _mm512_add_ps(acc, _mm512_mul_ps(a[c], _mm512_loadu_ps(b + 16 * c)));
+  return acc;
+}
+
+// out[i] = sum of the 16 lanes of v[i] (dot()'s order), i < 8.
+inline void reduce8(const __m512 v[8], float out[8]) {
+  __m512 r[4];
+  for (int i = 0; i < 4; ++i) {  // [x_l + x_{l+8} for l < 8 | same for y]
+    const __m512 lo = _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 hi = _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i] = _mm512_add_ps(lo, hi);
+  }
+  __m512 s[2];
+  for (int i = 0; i < 2; ++i) {  // 4 x [x_l + x_{l+4} for l < 4]
+    const __m512 lo = _mm512_shuffle_f32x4(r[2 * i], r[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 hi = _mm512_shuffle_f32x4(r[2 * i], r[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1));
+    s[i] = _mm512_add_ps(lo, hi);
+  }
+  // per 128-bit lane j: [x_0 + x_2, x_1 + x_3, y_0 + y_2, y_1 + y_3] (x = s[0]'s vector j, y = s[1]'s)
+  const __m512 t = _mm512_add_ps(_mm512_shuffle_ps(s[0], s[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(s[0], s[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 f = _mm512_add_ps(_mm512_setzero_ps(),
+                                 _mm512_add_ps(t, _mm512_shuffle_ps(t, t, _MM_SHUFFLE(2, 3, 0, 1))));
+  alignas(64) float buf[16];
+  _mm512_store_ps(buf, f);
+  // vector j of s[0] is v[j] (j < 4 at buf[4 j]), vector j of s[1] is v[4 + j] (at buf[4 j + 2])
+  for (int j = 0; j < 4; ++j) { out[j] = buf[4 * j]; out[4 + j] = buf[4 * j + 2]; }
+}
+#else
+constexpr bool kSimdDots = false;
+#endif
 
 template <typename T, int D>
 void forward_impl(const at::Tensor& qkv, const at::Tensor& offsets, const at::Tensor& pos, at::Tensor& out,
@@ -124,6 +183,37 @@ void forward_impl(const at::Tensor& qkv, const at::Tensor& offsets, const at::Te
       Corners<T> cs[kTaps];
       T logit[kTaps];
       T mx = -std::numeric_limits<T>::infinity();
+#if defined(__AVX512F__)
+      if constexpr (std::is_same_v<T, float> && D > 0 && D % 16 == 0) {
+        __m512 qv[D / 16], acc[16];  // acc[t]: the 16 partial sums of <q, k_t>; acc[9..15] unused
+        for (int c = 0; c < D / 16; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
+        for (int t = kTaps; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+        for (int t = 0; t < kTaps; ++t) {
+          Corners<T>& c = cs[t];
+          tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);
+          acc[t] = _mm512_setzero_ps();
+          if (!c.any) continue;
+          __m512 ks[D / 16];
+          for (int ch = 0; ch < D / 16; ++ch) ks[ch] = _mm512_setzero_ps();
+          for (int k = 0; k < 4; ++k) {
+            if (!c.valid[k]) continue;
+            const __m512 wk = _mm512_set1_ps(c.w[k]);
+            const T* row = kmap + c.idx[k] * C3;
+            for (int ch = 0; ch < D / 16; ++ch)
+              ks[ch] = _mm512_add_ps(ks[ch], _mm512_mul_ps(wk, _mm512_loadu_ps(row + 16 * ch)));
+          }
+          for (int ch = 0; ch < D / 16; ++ch) acc[t] = _mm512_add_ps(acc[t], _mm512_mul_ps(qv[ch], ks[ch]));
+        }
+        float r[16];
+        reduce8(acc, r);
+        reduce8(acc + 8, r + 8);
+        for (int t = 0; t < kTaps; ++t) {
+          const T l = (cs[t].any ? r[t] : T(0)) * scale + pr[t];
+          logit[t] = l;
+          mx = std::max(mx, l);
+        }
+      } else
+#endif
       for (int t = 0; t < kTaps; ++t) {
         Corners<T>& c = cs[t];
         tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);
@@ -190,6 +280,34 @@ inline void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W
   Corners<T> cs[kTaps];
   T qk[kTaps][4], gv_dot[kTaps][4], ga[kTaps];
   // dL/da_t = <go, v_t> with v_t = sum_k w_k v_k
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && D > 0 && D % 16 == 0) {
+    __m512 qv[D / 16], gov[D / 16];
+    for (int c = 0; c < D / 16; ++c) { qv[c] = _mm512_loadu_ps(q + 16 * c); gov[c] = _mm512_loadu_ps(go + 16 * c); }
+    for (int t = 0; t < kTaps; ++t) {
+      Corners<T>& c = cs[t];
+      tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);
+      T g = T(0);
+      if (c.any) {  // the 8 dots of the tap (an invalid corner reads row 0 and is discarded)
+        __m512 acc[8];
+        for (int k = 0; k < 4; ++k) {
+          acc[k] = dot_lanes<D>(qv, kmap + c.idx[k] * C3);
+          acc[4 + k] = dot_lanes<D>(gov, vmap + c.idx[k] * C3);
+        }
+        float r[8];
+        reduce8(acc, r);
+        for (int k = 0; k < 4; ++k) {
+          qk[t][k] = c.valid[k] ? r[k] : T(0);
+          gv_dot[t][k] = c.valid[k] ? r[4 + k] : T(0);
+          if (c.valid[k]) g += c.w[k] * gv_dot[t][k];
+        }
+      } else {
+        for (int k = 0; k < 4; ++k) qk[t][k] = gv_dot[t][k] = T(0);
+      }
+      ga[t] = g;
+    }
+  } else
+#endif
   for (int t = 0; t < kTaps; ++t) {
     Corners<T>& c = cs[t];
     tap_geometry<T>(y, x, t, off[2 * t], off[2 * t + 1], H, W, c);

@@ -129,3 +129,24 @@ def combine_relpos(r_w: Tensor, r_h: Tensor, mode: str) -> Tensor:
     elif mode != 'corrected':
         raise ValueError(f"relpos mode must be 'official' or 'corrected', got {mode!r}")
     return r_w + r_h
+
+
+def combine_relpos_backward(grad: Tensor, mode: str):
+    """Gradients (g_w, g_h) of :func:`combine_relpos` for ``grad`` (B, h, H, W, K), in closed form.
+
+    ``combine_relpos`` is linear in (r_w, r_h), so no graph is needed: g_w is ``grad`` itself (no copy);
+    g_h is ``grad`` as well in mode 'corrected', its transpose of the two map axes (a view) in mode
+    'official' with H == W, and for H != W the adjoint of the bilinear (W, H) -> (H, W) resize
+    (``upsample_bilinear2d_backward`` on the same layout as autograd hands it, so the values are the ones
+    ``torch.autograd.grad`` of ``combine_relpos`` gives, bit for bit). Not for tracing (eager backward only).
+    """
+    if mode == 'corrected':
+        return grad, grad
+    if mode != 'official':
+        raise ValueError(f"relpos mode must be 'official' or 'corrected', got {mode!r}")
+    B, nh, H, W, K = grad.shape
+    if H == W:
+        return grad, grad.transpose(2, 3)
+    g = grad.reshape(B * nh, H, W, K).permute(0, 3, 1, 2)  # as autograd: (B h, K, H, W) view
+    g = torch.ops.aten.upsample_bilinear2d_backward(g, [H, W], [B * nh, K, W, H], False, None, None)
+    return grad, g.permute(0, 2, 3, 1).reshape(B, nh, W, H, K).transpose(2, 3)

@@ -31,7 +31,7 @@ from torch import Tensor
 from ...ops import backend as _backend
 from .buffer_cache import cached_linear
 from ...ops.linear import linear
-from ...ops.geometry import NUM_SAMPLES, combine_relpos, relpos_rows_pair
+from ...ops.geometry import NUM_SAMPLES, combine_relpos, combine_relpos_backward, relpos_rows_pair
 from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
 
@@ -53,7 +53,8 @@ class _RelPosSampledAttentionCPU(torch.autograd.Function):
     and ``dgmn_mm::sampled_attention``, exactly as :func:`~dgmn_mm.ops.attention.relpos` followed by
     :func:`~dgmn_mm.ops.attention.sampled_attention` (same values). Backward: the operator
     ``dgmn_mm::sampled_attention_backward`` gives the (B, N, 3C) qkv gradient and the logit gradient; the
-    latter goes back through ``combine_relpos`` (autograd on (B, h, N, K) tensors) and the kernel's
+    latter goes back through ``combine_relpos`` (in closed form, :func:`~dgmn_mm.ops.geometry.
+    combine_relpos_backward`: no graph, no zero tensors, no copy of the width term) and the kernel's
     ``relpos_rows_backward`` adds the RelPos q gradients in place into that qkv gradient and returns the
     table-row gradients. Through the separate operators, autograd would allocate a zero-padded (B, N, 3C)
     tensor per RelPos term and add them (for a stage-1 layer of a 512 x 512 batch of 2: three 25 MB
@@ -87,11 +88,8 @@ class _RelPosSampledAttentionCPU(torch.autograd.Function):
         grows_w = grows_h = None
         if need_pos:
             B = qkv.shape[0]
-            shape = (B, nh, H, W, NUM_SAMPLES)
-            with torch.enable_grad():  # combine_relpos is linear: its gradient does not depend on the values
-                a = gpos.new_zeros(shape).requires_grad_()
-                b = gpos.new_zeros(shape).requires_grad_()
-                g_rw, g_rh = torch.autograd.grad(combine_relpos(a, b, mode), (a, b), gpos.view(shape))
+            # combine_relpos is linear: closed-form gradients (g_rw is gpos itself, g_rh gpos or its transpose)
+            g_rw, g_rh = combine_relpos_backward(gpos.view(B, nh, H, W, NUM_SAMPLES), mode)
             ext = _backend.load_extension()
             for g, rows, by_column, need_rows in ((g_rw, rows_w, True, need_rw), (g_rh, rows_h, False, need_rh)):
                 _, grows = ext.relpos_rows_backward(g.reshape(B, nh, H * W, NUM_SAMPLES).contiguous(), qkv, rows, H,

@@ -120,14 +120,14 @@ inline T dot(const T* __restrict a, const T* __restrict b, int64_t d_rt) {
 constexpr bool kSimdDots = true;
 
 template <int D>
-inline __m512 dot_lanes(const __m512* a, const float* __restrict b) {
+__attribute__((always_inline)) inline __m512 dot_lanes(const __m512* a, const float* __restrict b) {
   __m512 acc = _mm512_setzero_ps();
   for (int c = 0; c < D / 16; ++c) acc = _mm512_add_ps(acc, _mm512_mul_ps(a[c], _mm512_loadu_ps(b + 16 * c)));
   return acc;
 }
 
 // out[i] = sum of the 16 lanes of v[i] (dot()'s order), i < 8.
-inline void reduce8(const __m512 v[8], float out[8]) {
+__attribute__((always_inline)) inline void reduce8(const __m512 v[8], float out[8]) {
   __m512 r[4];
   for (int i = 0; i < 4; ++i) {  // [x_l + x_{l+8} for l < 8 | same for y]
     const __m512 lo = _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0));
@@ -328,6 +328,16 @@ inline void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W
   for (int t = 0; t < kTaps; ++t) s += ap[t] * ga[t];
   T* gp = gpos_p ? gpos_p + ((b * nh + j) * N + n) * kTaps : nullptr;
   T* gof = goff_p ? goff_p + ((b * N + n) * nh + j) * (2 * kTaps) : nullptr;
+#if defined(__AVX512F__)
+  constexpr bool simd = std::is_same_v<T, float> && D > 0 && D % 16 == 0;
+  constexpr int nv = simd ? D / 16 : 1;
+  __m512 gqv[nv], qv[nv], gov[nv];  // the query's q gradient, q and go in registers
+  if constexpr (simd) {
+    for (int c = 0; c < nv; ++c) {
+      gqv[c] = _mm512_setzero_ps(); qv[c] = _mm512_loadu_ps(q + 16 * c); gov[c] = _mm512_loadu_ps(go + 16 * c);
+    }
+  } else
+#endif
   for (int64_t ch = 0; ch < d; ++ch) gq_acc[ch] = T(0);
   for (int t = 0; t < kTaps; ++t) {
     const T a = ap[t];
@@ -348,14 +358,26 @@ inline void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W
       const T ck = gls * wk;
       T* __restrict gkr = gk + m;
       const T* __restrict kr = kmap + m;
-      for (int64_t ch = 0; ch < d; ++ch) {
-        gkr[ch] += ck * q[ch];
-        gq_acc[ch] += ck * kr[ch];
-      }
       // values: out = sum_t a_t sum_k w_k v_k
       const T cv = a * wk;
       T* __restrict gvr = gv + m;
-      for (int64_t ch = 0; ch < d; ++ch) gvr[ch] += cv * go[ch];
+#if defined(__AVX512F__)
+      if constexpr (simd) {  // same element-wise operations as below, q / go / the q gradient in registers
+        const __m512 ckv = _mm512_set1_ps(ck), cvv = _mm512_set1_ps(cv);
+        for (int c = 0; c < nv; ++c) {
+          _mm512_storeu_ps(gkr + 16 * c, _mm512_add_ps(_mm512_loadu_ps(gkr + 16 * c), _mm512_mul_ps(ckv, qv[c])));
+          gqv[c] = _mm512_add_ps(gqv[c], _mm512_mul_ps(ckv, _mm512_loadu_ps(kr + 16 * c)));
+          _mm512_storeu_ps(gvr + 16 * c, _mm512_add_ps(_mm512_loadu_ps(gvr + 16 * c), _mm512_mul_ps(cvv, gov[c])));
+        }
+      } else
+#endif
+      {
+        for (int64_t ch = 0; ch < d; ++ch) {
+          gkr[ch] += ck * q[ch];
+          gq_acc[ch] += ck * kr[ch];
+        }
+        for (int64_t ch = 0; ch < d; ++ch) gvr[ch] += cv * go[ch];
+      }
       gw[k] = gls * qk[t][k] + a * gv_dot[t][k];
     }
     if (gof) {
@@ -370,6 +392,12 @@ inline void backward_query(int64_t b, int64_t j, int64_t n, int64_t N, int64_t W
       gof[2 * t + 1] = (gx_n / static_cast<T>(W)) * T(2);
     }
   }
+#if defined(__AVX512F__)
+  if constexpr (simd) {
+    for (int c = 0; c < nv; ++c) _mm512_storeu_ps(gq + 16 * c, gqv[c]);
+    return;
+  }
+#endif
   for (int64_t ch = 0; ch < d; ++ch) gq[ch] = gq_acc[ch];
 }
 

@@ -56,7 +56,9 @@ class _RelPosSampledAttentionCPU(torch.autograd.Function):
     latter goes back through ``combine_relpos`` (in closed form, :func:`~dgmn_mm.ops.geometry.
     combine_relpos_backward`: no graph, no zero tensors, no copy of the width term) and the kernel's
     ``relpos_rows_backward`` adds the RelPos q gradients in place into that qkv gradient and returns the
-    table-row gradients. Through the separate operators, autograd would allocate a zero-padded (B, N, 3C)
+    table-row gradients (for square maps and in mode 'corrected', both terms in one pass,
+    ``relpos_rows_backward_pair``, which reads the transposed height-term gradient in place; same values).
+    Through the separate operators, autograd would allocate a zero-padded (B, N, 3C)
     tensor per RelPos term and add them (for a stage-1 layer of a 512 x 512 batch of 2: three 25 MB
     tensors, fresh pages each). Same gradients up to the order of the three additions (~1 ulp).
 
@@ -86,11 +88,18 @@ class _RelPosSampledAttentionCPU(torch.autograd.Function):
         gqkv, gwalk, gpos = torch.ops.dgmn_mm.sampled_attention_backward(
             grad_out.contiguous(), qkv, walk, pos, attn, H, W, nh, scale, need_walk, need_pos)
         grows_w = grows_h = None
-        if need_pos:
+        ext = _backend.load_extension()
+        if need_pos and mode in ('official', 'corrected') and (mode == 'corrected' or H == W) and hasattr(
+                ext, 'relpos_rows_backward_pair'):
+            # both terms in one pass: combine_relpos's gradient is gpos for the width term and gpos (or, in mode
+            # 'official', its transpose, read in place) for the height term; same values as the loop below
+            grows_w, grows_h = ext.relpos_rows_backward_pair(gpos, gpos, mode == 'official', qkv, rows_w, rows_h, H, W,
+                                                             nh, need_qkv, need_rw, need_rh, gqkv)
+            grows_w, grows_h = (grows_w if need_rw else None), (grows_h if need_rh else None)
+        elif need_pos:
             B = qkv.shape[0]
             # combine_relpos is linear: closed-form gradients (g_rw is gpos itself, g_rh gpos or its transpose)
             g_rw, g_rh = combine_relpos_backward(gpos.view(B, nh, H, W, NUM_SAMPLES), mode)
-            ext = _backend.load_extension()
             for g, rows, by_column, need_rows in ((g_rw, rows_w, True, need_rw), (g_rh, rows_h, False, need_rh)):
                 _, grows = ext.relpos_rows_backward(g.reshape(B, nh, H * W, NUM_SAMPLES).contiguous(), qkv, rows, H,
                                                     W, nh, by_column, need_qkv, need_rows, True, gqkv)

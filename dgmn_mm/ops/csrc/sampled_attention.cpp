@@ -545,6 +545,90 @@ void relpos_backward_impl(const at::Tensor& grad, const at::Tensor& qkv, const a
   }
 }
 
+// Both RelPos terms' gradients in one pass, the same sums as relpos_backward_impl twice (width term, then
+// height term): gw (B, h, N, 9) is the width term's logit gradient; gh the height term's, read at the
+// transposed token (x, y) when transpose_h (H == W: mode 'official' adds the height term transposed), so
+// its transposed copy is not made. The q gradients are added into the q part of gqkv (width term first,
+// then height term, per element, as two accumulating calls do), in one pass over the rows. The width
+// table's gradient is summed in the row-major order of the tokens (per element the same order b, j, y as
+// one table row at a time, which reads the tokens down a column), the table rows of a chunk of columns
+// per thread.
+template <typename T, int D>
+void relpos_pair_backward_impl(const T* gw_p, const T* gh_p, bool transpose_h, const at::Tensor& qkv,
+                               const T* rw_p, const T* rh_p, T* gqkv_p, T* grw_p, T* grh_p, int64_t H, int64_t W,
+                               int64_t nh) {
+  const int64_t B = qkv.size(0), N = qkv.size(1), C3 = qkv.size(2), C = C3 / 3;
+  const int64_t d = D > 0 ? D : C / nh;
+  const T* qkv_p = qkv.data_ptr<T>();
+  // logit-gradient row of token (y, x) of (b, j) for the height term
+  auto gh_row = [&](int64_t b, int64_t j, int64_t y, int64_t x) {
+    return gh_p + ((b * nh + j) * N + (transpose_h ? x * W + y : y * W + x)) * kTaps;
+  };
+  if (gqkv_p) {
+    at::parallel_for(0, B * N, 256, [&](int64_t begin, int64_t end) {
+      std::vector<T> acc_v(D > 0 ? 0 : d);
+      alignas(64) T acc_a[D > 0 ? D : 1];
+      T* __restrict acc = D > 0 ? acc_a : acc_v.data();
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / N, n = r % N, y = n / W, x = n % W;
+        T* out = gqkv_p + r * C3;
+        for (int64_t j = 0; j < nh; ++j) {
+          T* __restrict o = out + j * d;
+          for (int term = 0; term < 2; ++term) {
+            const T* rw = term == 0 ? rw_p + x * kTaps * d : rh_p + y * kTaps * d;
+            const T* g = term == 0 ? gw_p + ((b * nh + j) * N + n) * kTaps : gh_row(b, j, y, x);
+            for (int64_t ch = 0; ch < d; ++ch) acc[ch] = g[0] * rw[ch];
+            for (int t = 1; t < kTaps; ++t) {
+              const T gt = g[t];
+              const T* __restrict rt = rw + t * d;
+              for (int64_t ch = 0; ch < d; ++ch) acc[ch] += gt * rt[ch];
+            }
+            for (int64_t ch = 0; ch < d; ++ch) o[ch] += acc[ch];
+          }
+        }
+      }
+    });
+  }
+  if (grw_p) {  // width table: row x gets sum over (b, j, y) of gw[b, j, (y, x), t] q[b, (y, x), j]
+    at::parallel_for(0, W, 16, [&](int64_t x0, int64_t x1) {
+      std::fill_n(grw_p + x0 * kTaps * d, (x1 - x0) * kTaps * d, T(0));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < nh; ++j)
+          for (int64_t y = 0; y < H; ++y)
+            for (int64_t x = x0; x < x1; ++x) {
+              const int64_t n = y * W + x;
+              const T* __restrict q = qkv_p + (b * N + n) * C3 + j * d;
+              const T* g = gw_p + ((b * nh + j) * N + n) * kTaps;
+              T* acc = grw_p + x * kTaps * d;
+              for (int t = 0; t < kTaps; ++t) {
+                const T gt = g[t];
+                T* __restrict a = acc + t * d;
+                for (int64_t ch = 0; ch < d; ++ch) a[ch] += gt * q[ch];
+              }
+            }
+    });
+  }
+  if (grh_p) {  // height table: row y gets sum over (b, j, x) of gh[b, j, (y, x), t] q[b, (y, x), j]
+    at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t y = begin; y < end; ++y) {
+        T* acc = grh_p + y * kTaps * d;
+        std::fill_n(acc, kTaps * d, T(0));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t j = 0; j < nh; ++j)
+            for (int64_t x = 0; x < W; ++x) {
+              const T* __restrict q = qkv_p + (b * N + y * W + x) * C3 + j * d;
+              const T* g = gh_row(b, j, y, x);
+              for (int t = 0; t < kTaps; ++t) {
+                const T gt = g[t];
+                T* __restrict a = acc + t * d;
+                for (int64_t ch = 0; ch < d; ++ch) a[ch] += gt * q[ch];
+              }
+            }
+      }
+    });
+  }
+}
+
 }  // namespace
 
 // out[b, j, n, t] = <q[b, j, n], rows[x or y of n, t]> for the q part of qkv (B, N, 3C); rows (L, 9, d).
@@ -639,9 +723,56 @@ std::vector<at::Tensor> sampled_attention_backward(const at::Tensor& grad_out, c
   return {gqkv, goff, gpos};
 }
 
+// Gradients of relpos_rows_forward for both RelPos terms at once, {grows_w, grows_h}: the same values as
+// relpos_rows_backward(grad_w, ..., rows_w, by_column = true, accumulate into `into`) followed by
+// relpos_rows_backward(grad_h, ..., rows_h, by_column = false, accumulate into `into`), where grad_h is
+// grad_h_src, or its transpose over the two map axes when transpose_h (H == W). grad_w and grad_h_src are
+// (B, h, N, 9) (they may be the same tensor); the q gradients are added into the q part of `into` when
+// need_qkv; a table gradient is undefined when not needed.
+std::vector<at::Tensor> relpos_rows_backward_pair(const at::Tensor& grad_w, const at::Tensor& grad_h_src,
+                                                  bool transpose_h, const at::Tensor& qkv, const at::Tensor& rows_w,
+                                                  const at::Tensor& rows_h, int64_t H, int64_t W, int64_t nh,
+                                                  bool need_qkv, bool need_rows_w, bool need_rows_h,
+                                                  const at::Tensor& into) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.is_contiguous() && rows_w.is_contiguous() && rows_h.is_contiguous() &&
+                  grad_w.is_contiguous() && grad_h_src.is_contiguous(),
+              "contiguous CPU inputs");
+  const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
+  TORCH_CHECK(N == H * W && !(transpose_h && H != W), "qkv must have H * W tokens; transpose_h needs H == W");
+  for (const at::Tensor* r : {&rows_w, &rows_h})
+    TORCH_CHECK(r->dim() == 3 && r->size(0) == (r == &rows_w ? W : H) && r->size(1) == kTaps &&
+                    r->size(2) == C / nh && r->scalar_type() == qkv.scalar_type(),
+                "rows_w must be (W, 9, d) and rows_h (H, 9, d)");
+  for (const at::Tensor* g : {&grad_w, &grad_h_src})
+    TORCH_CHECK(g->dim() == 4 && g->size(0) == B && g->size(1) == nh && g->size(2) == N && g->size(3) == kTaps &&
+                    g->scalar_type() == qkv.scalar_type(),
+                "grad must be (B, h, N, 9)");
+  if (need_qkv)
+    TORCH_CHECK(into.is_contiguous() && into.sizes() == qkv.sizes() && into.scalar_type() == qkv.scalar_type() &&
+                    into.device().is_cpu(),
+                "into must be a contiguous CPU tensor shaped and typed as qkv");
+  at::Tensor grw = need_rows_w ? at::empty_like(rows_w) : at::Tensor();
+  at::Tensor grh = need_rows_h ? at::empty_like(rows_h) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "relpos_rows_backward_pair", [&] {
+    const scalar_t* gw = grad_w.data_ptr<scalar_t>();
+    const scalar_t* gh = grad_h_src.data_ptr<scalar_t>();
+    const scalar_t* rw = rows_w.data_ptr<scalar_t>();
+    const scalar_t* rh = rows_h.data_ptr<scalar_t>();
+    scalar_t* gq = need_qkv ? into.data_ptr<scalar_t>() : nullptr;
+    scalar_t* pw = need_rows_w ? grw.data_ptr<scalar_t>() : nullptr;
+    scalar_t* ph = need_rows_h ? grh.data_ptr<scalar_t>() : nullptr;
+    if (C / nh == 64) relpos_pair_backward_impl<scalar_t, 64>(gw, gh, transpose_h, qkv, rw, rh, gq, pw, ph, H, W, nh);
+    else if (C / nh == 32) relpos_pair_backward_impl<scalar_t, 32>(gw, gh, transpose_h, qkv, rw, rh, gq, pw, ph, H, W, nh);
+    else relpos_pair_backward_impl<scalar_t, 0>(gw, gh, transpose_h, qkv, rw, rh, gq, pw, ph, H, W, nh);
+  });
+  return {grw, grh};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &sampled_attention_forward, "DGMN2 fused sampled attention forward (CPU)");
   m.def("backward", &sampled_attention_backward, "DGMN2 fused sampled attention backward (CPU)");
   m.def("relpos_rows", &relpos_rows_forward, "q . rows[x or y] for the 9 slots (CPU)");
   m.def("relpos_rows_backward", &relpos_rows_backward, "gradients of relpos_rows (CPU)");
+  m.def("relpos_rows_backward_pair", &relpos_rows_backward_pair,
+        "gradients of both RelPos terms' relpos_rows, q parts added into a qkv gradient (CPU)");
 }

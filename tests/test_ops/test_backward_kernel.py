@@ -1,8 +1,8 @@
 """The CPU kernel's SIMD paths and the closed-form RelPos gradient of the joined backward.
 
 * the x86-64 builds of the C++ kernel (portable, ``-march=x86-64-v3``, ``-march=x86-64-v4``, the last with
-  AVX-512 dot products reduced several at a time) give bit-identical forward outputs, softmax weights and
-  gradients to the portable build, for head dims with and without the SIMD path and walks that leave the
+  AVX-512 dot products reduced several at a time) give bit-identical forward outputs, softmax weights,
+  gradients and RelPos logits (``relpos_rows``) to the portable build, for head dims with and without the SIMD path and walks that leave the
   map (taps with some or no corners inside);
 * ``relpos_rows_backward_pair`` (both RelPos terms of the joined backward in one pass) equals two
   ``relpos_rows_backward`` calls bit for bit;
@@ -46,17 +46,19 @@ def test_builds_are_bit_identical(B, H, W, nh, d, walk_scale):
     walk = torch.randn(B, N, nh, 18, generator=g) * walk_scale
     pos = torch.randn(B, nh, N, 9, generator=g)
     gout = torch.randn(B, N, C, generator=g)
+    rows_w, rows_h = torch.randn(W, 9, d, generator=g), torch.randn(H, 9, d, generator=g)
     scale = d ** -0.5
 
     def run(mod):
         out, attn = mod.forward(qkv, walk, pos, H, W, nh, scale)
         grads = mod.backward(gout, qkv, walk, attn, H, W, nh, scale, -1, True, True)
-        return [out, attn, *grads]
+        return [out, attn, *grads, mod.relpos_rows(qkv, rows_w, H, W, nh, True),
+                mod.relpos_rows(qkv, rows_h, H, W, nh, False)]
 
     ref = run(builds[0][1])
     assert ref[0].abs().sum() > 0 and ref[3].abs().sum() > 0  # the outputs and walk gradients are not trivial
     for suffix, mod in builds[1:]:
-        for name, a, b in zip(('out', 'attn', 'gqkv', 'gwalk', 'gpos'), ref, run(mod)):
+        for name, a, b in zip(('out', 'attn', 'gqkv', 'gwalk', 'gpos', 'relpos_w', 'relpos_h'), ref, run(mod)):
             assert torch.equal(a, b), f'{suffix} build: {name} differs from the portable build'
 
 

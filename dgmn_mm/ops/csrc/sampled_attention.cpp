@@ -117,8 +117,6 @@ inline T dot(const T* __restrict a, const T* __restrict b, int64_t d_rt) {
 // one register, and several dots are reduced together with shuffles in the same pairwise order as dot()
 // (lanes l + 8, then l + 4, l + 2, l + 1, then 0 + the sum as dot's empty remainder), so the results are
 // bit-identical to dot(). dot() reduces lane by lane in scalar code; the backward takes 8 dots per tap.
-constexpr bool kSimdDots = true;
-
 template <int D>
 __attribute__((always_inline)) inline __m512 dot_lanes(const __m512* a, const float* __restrict b) {
   __m512 acc = _mm512_setzero_ps();
@@ -150,8 +148,6 @@ __attribute__((always_inline)) inline void reduce8(const __m512 v[8], float out[
   // vector j of s[0] is v[j] (j < 4 at buf[4 j]), vector j of s[1] is v[4 + j] (at buf[4 j + 2])
   for (int j = 0; j < 4; ++j) { out[j] = buf[4 * j]; out[4 + j] = buf[4 * j + 2]; }
 }
-#else
-constexpr bool kSimdDots = false;
 #endif
 
 template <typename T, int D>

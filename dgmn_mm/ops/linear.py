@@ -10,9 +10,10 @@ vs 37-74 GFLOP/s). oneDNN's fused GELU (``gelu_erf`` post-op) was slower than AT
 GEMM (~2.4 vs ~1.4 ns per element), so activations stay ATen's.
 
 Numerics: fp32 products accumulated in fp32 by both libraries in different orders (differences at the
-1e-7 relative level). Used for fp32 CPU tensors only, without autocast, and never while tracing, compiling or exporting
-(those see the plain ``F.linear``), so exported and compiled graphs are unchanged. Everything else
-(other devices or dtypes, a PyTorch built without oneDNN) runs ``F.linear``.
+1e-7 relative level). Used for fp32 CPU tensors only, without autocast; never while tracing, compiling or
+exporting, nor under a Python dispatch mode such as ``torch.utils.flop_counter.FlopCounterMode`` (those
+see the plain ``F.linear``), so exported and compiled graphs and FLOP counts are unchanged. Everything
+else (other devices or dtypes, a PyTorch built without oneDNN) runs ``F.linear``.
 """
 from typing import Optional
 
@@ -37,11 +38,21 @@ def _onednn_available() -> bool:
 _AVAILABLE: Optional[bool] = None
 
 
+def _dispatch_mode_active() -> bool:
+    """A Python dispatch mode (``torch.utils.flop_counter.FlopCounterMode``, fake tensors, debug modes) is
+    watching the ops: it is shown ``aten::linear``'s decomposition, which it knows, not the oneDNN op."""
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    except ImportError:  # pragma: no cover
+        return False
+    return _get_current_dispatch_mode() is not None
+
+
 def onednn_linear_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether :func:`linear` runs oneDNN: fp32 CPU input and weight, oneDNN present, no autocast, not
-    traced, compiled or exported."""
+    traced, compiled or exported, no Python dispatch mode (e.g. a FLOP counter) active."""
     if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
-            or getattr(torch.compiler, 'is_exporting', lambda: False)()):
+            or getattr(torch.compiler, 'is_exporting', lambda: False)() or _dispatch_mode_active()):
         return False
     return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.numel() > 0 and _onednn_available() and not torch.is_autocast_enabled('cpu'))

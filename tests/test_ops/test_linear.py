@@ -61,7 +61,7 @@ def test_frozen_weight_and_no_grad(calls):
     assert calls[0] == 3
 
 
-@pytest.mark.parametrize('case', ['fp64', 'autocast', 'trace', 'empty'])
+@pytest.mark.parametrize('case', ['fp64', 'autocast', 'trace', 'empty', 'flop_counter'])
 def test_plain_linear_where_onednn_does_not_apply(calls, case):
     torch.manual_seed(0)
     x, w, b = torch.randn(4, 6), torch.randn(3, 6), torch.randn(3)
@@ -74,8 +74,13 @@ def test_plain_linear_where_onednn_does_not_apply(calls, case):
     elif case == 'trace':  # a traced graph records the standard op (ONNX, FLOP counters)
         graph = torch.jit.trace(lambda t: L.linear(t, w, b), (x, ), check_trace=False).graph
         assert 'aten::linear' in str(graph) and 'mkldnn' not in str(graph)
-    else:
+    elif case == 'empty':
         assert L.linear(x[:0], w, b).shape == (0, 3)
+    else:  # a dispatch mode sees aten ops it can count, not the oneDNN one
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            L.linear(x, w, b)
+        assert counter.get_total_flops() == 2 * 4 * 6 * 3
     assert calls[0] == 0
 
 
@@ -117,6 +122,22 @@ def test_fast_block_inference_matches_nn_linear(calls):
     with torch.no_grad():
         torch.testing.assert_close(fast(x, (7, 5)), plain(x, (7, 5)), rtol=0, atol=1e-5)
     assert calls[0] > 0
+
+
+def test_fast_block_flops_counted(calls):
+    """FLOP counters see the fast block's Linears (same count as the block with nn.Linear)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    fast, plain = _block_pair(2)
+    x = torch.randn(1, 6 * 6, 32)
+    counts = []
+    for blk in (fast, plain):
+        for training in (True, False):
+            blk.train(training)
+            with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(training):
+                blk(x, (6, 6))
+            counts.append(counter.get_total_flops())
+    assert counts[:2] == counts[2:] and counts[0] > 2 * 36 * 32 * 32 * 4  # qkv, proj, fc1, fc2 at least
+    assert calls[0] == 0
 
 
 def test_reference_block_keeps_nn_linear(calls):

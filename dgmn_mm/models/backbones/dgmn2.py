@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...registry import MODELS
+from ...ops import backend as _ops_backend
 from ...ops.linear import linear, onednn_linear, onednn_linear_applies
 from ...ops.geometry import (NUM_SAMPLES, combine_relpos, relpos_rows_pair, resize_rel_table,  # noqa: F401
                              slot_rows)
@@ -199,6 +200,15 @@ class FFN(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def _gelu_forward_backward_kernel(x: Tensor):
+    """The C++ kernel's ``gelu_forward_backward(h, g) -> (GELU(h), g GELU'(h))`` for fp32 CPU tensors when
+    the C++ backend runs (AVX2 / AVX-512 builds; one exp and one erf per value instead of ATen's gelu +
+    gelu_backward), else None."""
+    if x.device.type != 'cpu' or x.dtype != torch.float32 or _ops_backend.resolve('cpu') != 'cpp':
+        return None
+    return getattr(_ops_backend.load_extension(), 'gelu_forward_backward', None)
+
+
 class _ChunkedNormFFNResidual(torch.autograd.Function):
     """``y = x + fc2(GELU(fc1(LN(x))))`` over chunks of rows, for training.
 
@@ -213,8 +223,9 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
 
     With ``onednn`` (the fast path, fp32 on CPU) the products that MKL's ``addmm`` / ``mm`` would compute
     in the forward and for the input gradients run through oneDNN instead (:mod:`dgmn_mm.ops.linear`, bias
-    added in the GEMM); weight gradients stay ``addmm_``. The values differ from the plain form's by the
-    summation order of the products (~1e-7 relative).
+    added in the GEMM); weight gradients stay ``addmm_``; the backward's GELU and GELU gradient come from
+    one pass of the C++ kernel when it is loaded (:func:`_gelu_forward_backward_kernel`). The values differ
+    from the plain form's by the summation order of the products (~1e-7 relative) and a few ulp in GELU.
 
     Inputs: x2d (M, C) contiguous, LN weight/bias, fc1 weight/bias, fc2 weight/bias, eps, chunk (rows),
     onednn (bool).
@@ -242,9 +253,11 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
     def backward(ctx, gy):
         x2d, ln_w, ln_b, w1, b1, w2, b2 = ctx.saved_tensors
         eps, chunk, C = ctx.eps, ctx.chunk, x2d.shape[1]
+        gelu_fwd_bwd = None
         if ctx.onednn:  # h = LN(x) W1^T + b1, g W2, g_h W1
             fc1, g_fc2, g_fc1 = (lambda a: onednn_linear(a, w1, b1), lambda g: onednn_linear(g, w2.t(), None),
                                  lambda g: onednn_linear(g, w1.t(), None))
+            gelu_fwd_bwd = _gelu_forward_backward_kernel(x2d)
         else:
             fc1, g_fc2, g_fc1 = lambda a: torch.addmm(b1, a, w1.t()), lambda g: g.mm(w2), lambda g: g.mm(w1)
         need = ctx.needs_input_grad
@@ -257,11 +270,16 @@ class _ChunkedNormFFNResidual(torch.autograd.Function):
             xc, g = x2d[s:s + chunk], gy[s:s + chunk]
             ln, mean, rstd = torch.native_layer_norm(xc, (C, ), ln_w, ln_b, eps)
             h = fc1(ln)
+            if gelu_fwd_bwd is not None:  # GELU(h) and its backward in one pass (the fast path's kernel)
+                a, gh = gelu_fwd_bwd(h, g_fc2(g))
+            else:
+                a, gh = F.gelu(h), None
             if gw2 is not None:
-                gw2.addmm_(g.t(), F.gelu(h))
+                gw2.addmm_(g.t(), a)
             if gb2 is not None:
                 gb2 += g.sum(0)
-            gh = torch.ops.aten.gelu_backward(g_fc2(g), h)
+            if gh is None:
+                gh = torch.ops.aten.gelu_backward(g_fc2(g), h)
             if gw1 is not None:
                 gw1.addmm_(gh.t(), ln)
             if gb1 is not None:

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -638,6 +639,60 @@ void relpos_pair_backward_impl(const T* gw_p, const T* gh_p, bool transpose_h, c
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------------------
+// Exact GELU and its backward in one pass (the fast block's chunked FFN backward needs both for the same h):
+//   a  = h Phi(h),   gh = g (Phi(h) + h phi(h)),   Phi(h) = (1 + erf(h / sqrt 2)) / 2,  phi = N(0, 1) density.
+// erf is Abramowitz-Stegun 7.1.26, the formula of ATen's vectorised erf; its exp(-h^2 / 2) is also phi's, so
+// one exp serves both (ATen's gelu + gelu_backward compute three). exp is Cephes' expf (range reduction and
+// degree-5 polynomial, ~1 ulp) written without branches or library calls, so the loop vectorises without
+// -ffast-math. Agrees with F.gelu / gelu_backward to a few ulp of the outputs' scale (1.4e-6 at |h| = 30).
+// Bound in the AVX2 / AVX-512 builds only (2048 x 512 values, 1 thread: 0.80 ms AVX-512, 1.59 ms AVX2,
+// against 2.0-2.2 ms for ATen's gelu + gelu_backward).
+inline float exp_nonpositive(float x) {  // e^x for x in [-87, 0]
+  const float kRound = 12582912.0f;       // 1.5 * 2^23: (v + kRound) - kRound rounds v to an integer
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;  // 2^n, n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(float));
+  return y * scale;
+}
+
+// No branches (the compiler vectorises the loop only without control flow): |h| is clamped to 13 with an
+// integer min on its bits (non-negative floats order like their bits), so exp's argument stays >= -84.5;
+// beyond 13, Phi is 0 or 1 and h phi(h) < 1e-36 either way. The sign goes back with copysign; NaN inputs
+// give NaN (through h itself).
+void gelu_forward_backward_impl(const float* __restrict h, const float* __restrict g, float* __restrict a,
+                                float* __restrict gh, int64_t n) {
+  const float kSqrtHalf = 0.70710678118654752f, kInvSqrt2Pi = 0.39894228040143268f;
+  const float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f, a4 = -1.453152027f,
+              a5 = 1.061405429f;
+  const uint32_t kAbsMax = 0x41500000u;  // 13.0f
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = h[i];
+    uint32_t xb;
+    std::memcpy(&xb, &x, sizeof(float));
+    const uint32_t ab = std::min(xb & 0x7fffffffu, kAbsMax);
+    float ax;
+    std::memcpy(&ax, &ab, sizeof(float));
+    const float t = 1.0f / (p * (ax * kSqrtHalf) + 1.0f);
+    const float poly = (((a5 * t + a4) * t + a3) * t + a2) * t + a1;
+    const float e = exp_nonpositive(-0.5f * ax * ax);  // exp(-z^2) with z = |h| / sqrt 2
+    const float cdf = 0.5f * (1.0f + std::copysign(1.0f - poly * t * e, x));
+    a[i] = x * cdf;
+    gh[i] = g[i] * (cdf + x * (kInvSqrt2Pi * e));
+  }
+}
+
 }  // namespace
 
 // out[b, j, n, t] = <q[b, j, n], rows[x or y of n, t]> for the q part of qkv (B, N, 3C); rows (L, 9, d).
@@ -777,6 +832,24 @@ std::vector<at::Tensor> relpos_rows_backward_pair(const at::Tensor& grad_w, cons
   return {grw, grh};
 }
 
+// a = GELU(h), gh = g * GELU'(h) (exact GELU) for contiguous fp32 CPU tensors of one shape.
+std::vector<at::Tensor> gelu_forward_backward(const at::Tensor& h, const at::Tensor& g) {
+  TORCH_CHECK(h.device().is_cpu() && g.device().is_cpu(), "gelu_forward_backward: CPU tensors expected");
+  TORCH_CHECK(h.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat,
+              "gelu_forward_backward: float32 tensors expected");
+  TORCH_CHECK(h.sizes() == g.sizes(), "gelu_forward_backward: h and g must have the same shape");
+  const at::Tensor hc = h.contiguous(), gc = g.contiguous();
+  at::Tensor a = at::empty_like(hc), gh = at::empty_like(hc);
+  const float* hp = hc.data_ptr<float>();
+  const float* gp = gc.data_ptr<float>();
+  float* ap = a.data_ptr<float>();
+  float* ghp = gh.data_ptr<float>();
+  at::parallel_for(0, hc.numel(), 32768, [&](int64_t begin, int64_t end) {
+    gelu_forward_backward_impl(hp + begin, gp + begin, ap + begin, ghp + begin, end - begin);
+  });
+  return {a, gh};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &sampled_attention_forward, "DGMN2 fused sampled attention forward (CPU)");
   m.def("backward", &sampled_attention_backward, "DGMN2 fused sampled attention backward (CPU)");
@@ -784,4 +857,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("relpos_rows_backward", &relpos_rows_backward, "gradients of relpos_rows (CPU)");
   m.def("relpos_rows_backward_pair", &relpos_rows_backward_pair,
         "gradients of both RelPos terms' relpos_rows, q parts added into a qkv gradient (CPU)");
+#if defined(__AVX2__)  // vectorised 8 or 16 wide; the SSE2 build was slower than ATen's two ops (3.6 vs 2.3 ms)
+  m.def("gelu_forward_backward", &gelu_forward_backward, "GELU(h) and g * GELU'(h) in one pass (fp32, CPU)");
+#endif
 }

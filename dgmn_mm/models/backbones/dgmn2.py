@@ -109,7 +109,8 @@ class DGMN2Attention(nn.Module):
         attn_impl (str): 'fast' (default: fused sampling + softmax + weighted sum that never materialises
             N x K x d, a C++/OpenMP kernel on CPU when built, else pure PyTorch; see
             :mod:`dgmn_mm.models.layers.sampled_attention`) or 'reference' (straightforward: sample k and v
-            separately into (B, h, N, d, K) tensors, then contract). Same outputs and gradients.
+            separately into (B, h, N, d, K) tensors, then contract). Same outputs and gradients. 'fast' also
+            runs qkv, the walk predictor and proj through oneDNN on fp32 CPU tensors (:mod:`dgmn_mm.ops.linear`).
     """
     impls = ('reference', 'fast')
 
@@ -454,8 +455,9 @@ class DGMN2(BaseModule):
         norm_cfg (dict): norm of the patch embeddings. Defaults to ``dict(type='BN')``.
         act_cfg (dict): activation of the patch embeddings. Defaults to ``dict(type='ReLU')``.
         relpos_mode (str): 'official' (default) or 'corrected', see :class:`RelPosEmb`.
-        attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`.
-            Defaults to 'fast'.
+        attn_impl (str): attention implementation, 'fast' or 'reference', see :class:`DGMN2Attention`;
+            with 'fast' the blocks' FFNs also run their Linears through oneDNN on CPU (``FFN(onednn=True)``).
+            Same parameters and results. Defaults to 'fast'.
         pretrain_img_size (int): image size the RelPos tables are made for (224 in every official task).
         frozen_stages (int): stages 0 .. frozen_stages-1 are frozen (parameters and BN statistics); one of
             -1, 0 (both: nothing frozen, -1 as in mmpretrain), 1, 2, 3, 4 (everything). Defaults to 0.

@@ -23,6 +23,8 @@ from torch import Tensor
 
 __all__ = ['onednn_linear_applies', 'onednn_linear', 'linear']
 
+_AVAILABLE: Optional[bool] = None  # whether torch has oneDNN's linear; probed once
+
 
 def _onednn_available() -> bool:
     global _AVAILABLE
@@ -33,9 +35,6 @@ def _onednn_available() -> bool:
         except (AttributeError, RuntimeError):
             _AVAILABLE = False
     return _AVAILABLE
-
-
-_AVAILABLE: Optional[bool] = None
 
 
 def _dispatch_mode_active() -> bool:

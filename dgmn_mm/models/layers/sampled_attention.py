@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...ops import backend as _backend
-from .buffer_cache import cached_linear
-from ...ops.linear import linear
+from .buffer_cache import cached_linear, get_buffer_cache
+from ...ops.linear import _dispatch_mode_active, linear
 from ...ops.geometry import NUM_SAMPLES, combine_relpos, combine_relpos_backward, relpos_rows_pair
-from ...ops.attention import (dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
+from ...ops.attention import (_check, dgmn2_attention_flops, dgmn2_core_flops, relpos, sampled_attention,
                                       sampled_attention_torch)
 
 __all__ = ['NUM_SAMPLES', 'dgmn2_attention_fast', 'dgmn2_attention_flops', 'dgmn2_core_flops',
@@ -165,5 +165,28 @@ def dgmn2_attention_fast(module, x: Tensor, hw_shape: Tuple[int, int]) -> Tensor
         else:
             rel = module.rel_pos
             pos = relpos(qkv32, rel.rel_width, rel.rel_height, (H, W), nh, rel.mode).to(cdtype)
-            out = sampled_attention(qkv32, walk, pos, (H, W), nh, module.scale)
+            out = _sampled_attention_into_cache(qkv32, walk, pos, H, W, nh, module.scale)
+            if out is None:
+                out = sampled_attention(qkv32, walk, pos, (H, W), nh, module.scale)
     return module.proj_drop(linear(out, module.proj.weight, module.proj.bias))
+
+
+def _sampled_attention_into_cache(qkv: Tensor, walk: Tensor, pos: Tensor, H: int, W: int, nh: int, scale: float):
+    """Inference on CPU with the C++ kernel: the (B, N, C) output written into the buffer cache (key
+    ``'dgmn2_attention.out'``, see :mod:`.buffer_cache`) instead of a fresh tensor, so a large map's output
+    (33.5 MB for a stage-1 layer at 1024 x 2048) is not new pages on every call. Same kernel, same values; the
+    result is consumed by ``proj`` before the next layer overwrites it. None where it does not apply: an
+    autograd graph, tracing, compile, export, a Python dispatch mode, other devices or backends, a kernel
+    built without ``forward_into``."""
+    if (torch.is_grad_enabled() and (qkv.requires_grad or walk.requires_grad or pos.requires_grad)) or \
+            torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export() or \
+            _dispatch_mode_active() or qkv.device.type != 'cpu' or _backend.resolve('cpu') != 'cpp':
+        return None
+    ext = _backend.load_extension()
+    if not hasattr(ext, 'forward_into'):
+        return None
+    _check(qkv, walk, pos, H, W, nh)
+    B, N, C3 = qkv.shape
+    out = get_buffer_cache().get('dgmn2_attention.out', (B, N, C3 // 3), qkv.dtype, qkv.device)
+    ext.forward_into(qkv.contiguous(), walk.contiguous(), pos.contiguous(), H, W, nh, float(scale), out)
+    return out

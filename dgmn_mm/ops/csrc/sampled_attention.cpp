@@ -748,15 +748,19 @@ std::vector<at::Tensor> relpos_rows_backward(const at::Tensor& grad, const at::T
   return {gqkv, grows};
 }
 
-std::vector<at::Tensor> sampled_attention_forward(const at::Tensor& qkv, const at::Tensor& offsets,
-                                                  const at::Tensor& pos, int64_t H, int64_t W, int64_t nh,
-                                                  double scale) {
+// As sampled_attention_forward, with the output written into `out`, a contiguous (B, N, C) CPU tensor of qkv's
+// dtype (e.g. a buffer reused between calls, so that a large output is not fresh pages on every call);
+// returns the softmax weights (B, h, N, 9).
+at::Tensor sampled_attention_forward_into(const at::Tensor& qkv, const at::Tensor& offsets, const at::Tensor& pos,
+                                          int64_t H, int64_t W, int64_t nh, double scale, at::Tensor out) {
   check_inputs(qkv, offsets, H, W, nh);
   const int64_t B = qkv.size(0), N = qkv.size(1), C = qkv.size(2) / 3;
   TORCH_CHECK(pos.is_contiguous() && pos.dim() == 4 && pos.size(0) == B && pos.size(1) == nh &&
                   pos.size(2) == N && pos.size(3) == kTaps && pos.scalar_type() == qkv.scalar_type(),
               "pos must be a contiguous (B, h, N, 9) tensor");
-  auto out = at::empty({B, N, C}, qkv.options());
+  TORCH_CHECK(out.is_contiguous() && out.dim() == 3 && out.size(0) == B && out.size(1) == N && out.size(2) == C &&
+                  out.scalar_type() == qkv.scalar_type() && out.device().is_cpu(),
+              "out must be a contiguous (B, N, C) CPU tensor of qkv's dtype");
   auto attn = at::empty({B, nh, N, kTaps}, qkv.options());
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "sampled_attention_forward", [&] {
     const int64_t d = C / nh;
@@ -764,6 +768,15 @@ std::vector<at::Tensor> sampled_attention_forward(const at::Tensor& qkv, const a
     else if (d == 32) forward_impl<scalar_t, 32>(qkv, offsets, pos, out, attn, H, W, nh, scale);
     else forward_impl<scalar_t, 0>(qkv, offsets, pos, out, attn, H, W, nh, scale);
   });
+  return attn;
+}
+
+std::vector<at::Tensor> sampled_attention_forward(const at::Tensor& qkv, const at::Tensor& offsets,
+                                                  const at::Tensor& pos, int64_t H, int64_t W, int64_t nh,
+                                                  double scale) {
+  TORCH_CHECK(qkv.dim() == 3, "qkv must be (B, N, 3C)");
+  auto out = at::empty({qkv.size(0), qkv.size(1), qkv.size(2) / 3}, qkv.options());
+  auto attn = sampled_attention_forward_into(qkv, offsets, pos, H, W, nh, scale, out);
   return {out, attn};
 }
 
@@ -852,6 +865,8 @@ std::vector<at::Tensor> gelu_forward_backward(const at::Tensor& h, const at::Ten
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &sampled_attention_forward, "DGMN2 fused sampled attention forward (CPU)");
+  m.def("forward_into", &sampled_attention_forward_into,
+        "DGMN2 fused sampled attention forward into a given (B, N, C) output; returns the softmax weights (CPU)");
   m.def("backward", &sampled_attention_backward, "DGMN2 fused sampled attention backward (CPU)");
   m.def("relpos_rows", &relpos_rows_forward, "q . rows[x or y] for the 9 slots (CPU)");
   m.def("relpos_rows_backward", &relpos_rows_backward, "gradients of relpos_rows (CPU)");

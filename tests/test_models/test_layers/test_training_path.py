@@ -225,6 +225,42 @@ def test_attention_qkv_uses_the_buffer_cache_in_inference_only():
     bc.clear_buffer_cache()
 
 
+def test_attention_output_into_the_buffer_cache_in_inference():
+    """With the C++ kernel, inference writes the sampled attention's (B, N, C) output into the buffer cache:
+    same values as the operator's fresh output, the buffer is reused, and autograd keeps the operator."""
+    from dgmn_mm.models.backbones.dgmn2 import DGMN2Attention
+    from dgmn_mm.models.layers import buffer_cache as bc
+    from dgmn_mm.models.layers import sampled_attention as sa
+    from dgmn_mm.ops import backend
+    if backend.resolve('cpu') != 'cpp' or not hasattr(backend.load_extension(), 'forward_into'):
+        pytest.skip('C++ kernel with forward_into not loaded')
+    torch.manual_seed(0)
+    attn = DGMN2Attention(64, 2, (8, 8)).eval()
+    H, W = 128, 130  # the (N, C) output is 4.3 MB, above the cache's 4 MB floor
+    x = torch.randn(1, H * W, 64)
+    bc.clear_buffer_cache()
+    with torch.no_grad():
+        y1 = attn(x, (H, W))
+        cached = bc.get_buffer_cache().nbytes()
+        assert cached == H * W * (192 + 64) * 4  # qkv and the attention output
+        y2 = attn(x, (H, W))
+        assert bc.get_buffer_cache().nbytes() == cached
+        qkv = attn.qkv(x)
+        walk = attn.walk(x.reshape(1, H * W, 2, 32))
+        pos = sa.relpos(qkv, attn.rel_pos.rel_width, attn.rel_pos.rel_height, (H, W), 2, attn.rel_pos.mode)
+        fresh = sa.sampled_attention(qkv, walk, pos, (H, W), 2, attn.scale)
+        into = sa._sampled_attention_into_cache(qkv, walk, pos, H, W, 2, attn.scale)
+    torch.testing.assert_close(into, fresh, rtol=0, atol=0)
+    torch.testing.assert_close(y2, y1, rtol=0, atol=0)
+    bc.clear_buffer_cache()
+    y = attn(x.requires_grad_(), (H, W))  # autograd: the operator, nothing cached
+    assert bc.get_buffer_cache().nbytes() == 0
+    torch.testing.assert_close(y.detach(), y1, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match='pos must be'):
+        with torch.no_grad():
+            sa._sampled_attention_into_cache(qkv, walk, pos[:, :1], H, W, 2, attn.scale)
+
+
 def test_gelu_forward_backward_kernel_matches_aten():
     """The C++ kernel's one-pass GELU + GELU gradient (AVX2 / AVX-512 builds) against F.gelu and
     gelu_backward: a few ulp of the outputs' scale, NaN stays NaN."""
